@@ -1,0 +1,177 @@
+"""`portfolio-mlops`: one entry point, one subcommand per job. Run with --help for the details."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from portfolio_mlops import __version__
+from portfolio_mlops.errors import PortfolioMLOpsError
+
+DESCRIPTION = """\
+Walk-forward S&P 500 stock ranking with honest evaluation.
+
+Models (Ridge, Lasso, ElasticNet, HistGradientBoosting) rank stocks by their forward return from
+point-in-time features; a top-N portfolio is traded with costs and compared, in the same run, with
+the index, the equal-weight universe, random top-N picks and single-factor momentum/reversal.
+
+With no --data, the embedded default (20 S&P 500 stocks, 1990-2022, adjusted closes, and the S&P 500
+index) is used, so everything works offline."""
+
+EPILOG = """\
+examples:
+  portfolio-mlops run                                   # whole chain on the embedded data
+  portfolio-mlops run --data ~/kaggle/sp500 --top-n 50 --output outputs/kaggle
+  portfolio-mlops ingest --data all_stocks_5yr.csv.gz --output work/data
+  portfolio-mlops features --input work/data --output work/features
+  portfolio-mlops train --features work/features --output work/train --algorithms ridge,lasso
+  portfolio-mlops backtest --input work/data --features work/features --training work/train --output work/report
+  portfolio-mlops config > my.yaml                      # every option, with defaults
+
+exit status: 0 on success, 2 on bad input or configuration (the message names the file, row or field)."""
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML run configuration (see `portfolio-mlops config`)")
+    parser.add_argument("--horizon", type=int, metavar="DAYS", help="label horizon in trading days (default 21)")
+    parser.add_argument("--top-n", type=int, metavar="N", help="stocks held per rebalance (default 10)")
+    parser.add_argument("--cost-bps", type=float, metavar="BPS", help="transaction cost per side in bps (default 10)")
+    parser.add_argument("--algorithms", metavar="LIST", help="comma-separated subset of ridge,lasso,elasticnet,hgb")
+    parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="portfolio-mlops", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="the whole chain: ingest, features, walk-forward training, backtest, report",
+                         description="Run the whole chain and write the report (summary.json, plots, holdings, predictions).")
+    run.add_argument("--engine", choices=["inprocess"], default="inprocess",
+                     help="inprocess: everything in this Python process (the only engine so far)")
+    run.add_argument("--data", metavar="PATH", help="a file or folder in a supported layout (default: embedded data)")
+    run.add_argument("--output", metavar="DIR", default="outputs/run", help="report folder (default: outputs/run)")
+    _add_common(run)
+
+    ingest = sub.add_parser("ingest", help="read and validate data, write the canonical Parquet panel",
+                            description="Detect the layout, validate, and write prices.parquet, benchmark.parquet, "
+                                        "quality.json and manifest.json (atomically).")
+    ingest.add_argument("--data", metavar="PATH", help="a file or folder in a supported layout (default: embedded data)")
+    ingest.add_argument("--output", metavar="DIR", required=True)
+    ingest.add_argument("--config", metavar="FILE")
+    ingest.add_argument("--quiet", action="store_true")
+
+    features = sub.add_parser("features", help="point-in-time features and labels from an ingest folder")
+    features.add_argument("--input", metavar="DIR", required=True, help="an ingest output folder")
+    features.add_argument("--output", metavar="DIR", required=True)
+    _add_common(features)
+
+    train = sub.add_parser("train", help="walk-forward training and out-of-sample predictions per algorithm")
+    train.add_argument("--features", metavar="DIR", required=True, help="a features output folder")
+    train.add_argument("--output", metavar="DIR", required=True)
+    _add_common(train)
+
+    backtest = sub.add_parser("backtest", help="portfolios, benchmarks, metrics, plots and summary.json")
+    backtest.add_argument("--input", metavar="DIR", required=True, help="the ingest output folder")
+    backtest.add_argument("--features", metavar="DIR", required=True, help="the features output folder")
+    backtest.add_argument("--training", metavar="DIR", required=True, help="the train output folder")
+    backtest.add_argument("--output", metavar="DIR", required=True)
+    _add_common(backtest)
+
+    config = sub.add_parser("config", help="print the effective configuration as YAML")
+    config.add_argument("--config", metavar="FILE")
+    return parser
+
+
+def _load_config(args: argparse.Namespace):
+    from portfolio_mlops.config import load_config
+
+    overrides: dict[str, Any] = {
+        "data": getattr(args, "data", None),
+        "labels.horizon_days": getattr(args, "horizon", None),
+        "portfolio.top_n": getattr(args, "top_n", None),
+        "portfolio.cost_bps_per_side": getattr(args, "cost_bps", None),
+    }
+    cfg = load_config(getattr(args, "config", None), overrides)
+    if getattr(args, "algorithms", None):
+        cfg = cfg.with_algorithms([a.strip().lower() for a in args.algorithms.split(",") if a.strip()])
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except PortfolioMLOpsError as exc:
+        print(f"portfolio-mlops {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from portfolio_mlops.progress import Progress
+
+    progress = Progress(enabled=not getattr(args, "quiet", False))
+    cfg = _load_config(args)
+    if args.command == "config":
+        print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+        return 0
+    if args.command == "run":
+        from portfolio_mlops.runner import run_chain, summary_table
+
+        started = time.perf_counter()
+        result = run_chain(cfg, args.output, progress)
+        print(summary_table(result.summary))
+        print(f"\nreport: {Path(args.output).resolve()}/summary.json (+ equity_curves.png, drawdowns.png, rolling_ic.png)"
+              f"  [{time.perf_counter() - started:.1f}s]")
+        return 0
+    if args.command == "ingest":
+        from portfolio_mlops.data.ingest import ingest
+
+        _, report = ingest(cfg.data, args.output, cfg.validation)
+        print(report.summary())
+        print(f"wrote {args.output}/prices.parquet, quality.json, manifest.json")
+        return 0
+    if args.command == "features":
+        from portfolio_mlops.data.ingest import load_panel
+        from portfolio_mlops.features import build_features
+        from portfolio_mlops.runner import save_features
+
+        panel = load_panel(args.input)
+        with progress.phase("features"):
+            features = build_features(panel.prices, cfg.features, cfg.labels)
+        save_features(features, args.output)
+        print(f"{len(features.frame):,} samples x {len(features.feature_names)} features -> {args.output}/features.parquet")
+        for name, reason in features.skipped.items():
+            print(f"  skipped {name}: {reason}")
+        return 0
+    if args.command == "train":
+        from portfolio_mlops.runner import load_features, save_training, train_all
+
+        features = load_features(args.features)
+        for name, result in train_all(features, cfg, progress).items():
+            save_training(result, args.output)
+            print(f"{name}: {len(result.predictions):,} predictions, {len(result.refits)} refits, {result.seconds:.1f}s")
+        return 0
+    if args.command == "backtest":
+        from portfolio_mlops.data.ingest import load_panel
+        from portfolio_mlops.runner import evaluate_and_report, load_features, load_training, summary_table
+
+        panel = load_panel(args.input)
+        features = load_features(args.features)
+        results = {spec.name: load_training(args.training, spec.name) for spec in cfg.models}
+        quality_path = Path(args.input) / "quality.json"
+        quality = yaml.safe_load(quality_path.read_text()) if quality_path.is_file() else None
+        summary, _, _ = evaluate_and_report(panel, features, results, cfg, args.output, quality)
+        print(summary_table(summary))
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

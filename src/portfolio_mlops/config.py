@@ -1,0 +1,183 @@
+"""The run configuration: one typed object, validated once at the edge (YAML file or CLI), passed down.
+
+Units: every "*_days" value counts trading days (rows of the trading calendar), costs are basis
+points (1 bp = 0.0001) per side of each trade.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from portfolio_mlops.errors import ConfigError
+
+ALGORITHMS = ("ridge", "lasso", "elasticnet", "hgb")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ValidationConfig(_Strict):
+    """What ingest drops, keeps or refuses. Every drop is counted in the data-quality report."""
+
+    min_history_days: int = Field(
+        253,
+        ge=2,
+        description="Tickers with fewer rows are dropped: they can never produce one sample with a "
+        "full 12-month lookback, so dropping them changes no number.",
+    )
+    max_abs_log_return: float | None = Field(
+        None,
+        gt=0,
+        description="|log(1+r)| above this on one day is an absurd move (likely a bad split). None = auto: "
+        "0.6 (-45%/+82%) when the layout has no adjusted close, so unadjusted splits and spin-offs are "
+        "caught; 1.0 (-63%/+172%) for adjusted closes, where real crashes such as AAPL's -52% on "
+        "2000-09-29 must survive.",
+    )
+    extreme_move_policy: Literal["drop_ticker", "keep", "fail"] = "drop_ticker"
+
+
+class FeatureConfig(_Strict):
+    normalisation: Literal["rank", "zscore"] = Field(
+        "rank", description="Cross-sectional, per date: centred ranks in [-0.5, 0.5] or winsorised z-scores."
+    )
+    winsor_quantile: float = Field(0.01, ge=0, lt=0.5)
+    include: list[str] | None = Field(None, description="Feature names to use; None = every feature the data allows.")
+
+
+class LabelConfig(_Strict):
+    horizon_days: int = Field(21, ge=1, description="Forward return horizon in trading days.")
+    execution_lag_days: int = Field(
+        1,
+        ge=0,
+        description="Decide at close t, trade at close t+lag. The label is the return from close t+lag "
+        "to close t+lag+horizon; 0 means trading at the decision close itself (optimistic).",
+    )
+    winsor_quantile: float = Field(0.01, ge=0, lt=0.5, description="Per-date clipping of training labels only.")
+
+
+class WalkForwardConfig(_Strict):
+    rebalance_every_days: int = Field(21, ge=1)
+    retrain_every_rebalances: int = Field(3, ge=1)
+    window: Literal["expanding", "rolling"] = "expanding"
+    rolling_window_days: int = Field(756, ge=21)
+    min_train_days: int = Field(504, ge=21, description="Dates with known labels needed before the first rebalance.")
+    embargo_days: int = Field(0, ge=0, description="Extra gap between a training label's end and the decision date.")
+    start: str | None = Field(None, description="First allowed decision date (YYYY-MM-DD).")
+    end: str | None = Field(None, description="Last allowed decision date (YYYY-MM-DD).")
+
+
+class ModelSpec(_Strict):
+    algorithm: Literal["ridge", "lasso", "elasticnet", "hgb"]
+    params: dict[str, Any] = Field(default_factory=dict)
+    search: dict[str, list[Any]] | None = Field(
+        None, description="Inner time-series search grid, evaluated on a purged validation tail of each training window."
+    )
+    validation_fraction: float = Field(0.2, gt=0, lt=0.9)
+    train_sample_every_days: int = Field(
+        1, ge=1, description="Use every k-th date's cross-section for training (linear models use all dates for free)."
+    )
+
+    @property
+    def name(self) -> str:
+        return self.algorithm
+
+
+def default_models() -> list[ModelSpec]:
+    return [
+        ModelSpec(algorithm="ridge", params={"alpha": 1.0}),
+        ModelSpec(algorithm="lasso", params={"alpha": 2e-5}),
+        ModelSpec(algorithm="elasticnet", params={"alpha": 1e-4, "l1_ratio": 0.5}),
+        ModelSpec(
+            algorithm="hgb",
+            params={"max_iter": 60, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 500, "l2_regularization": 1.0},
+            train_sample_every_days=5,
+        ),
+    ]
+
+
+class PortfolioConfig(_Strict):
+    top_n: int = Field(10, ge=1, description="Stocks held, picked by highest prediction.")
+    weighting: Literal["equal", "inverse_vol"] = "equal"
+    cost_bps_per_side: float = Field(10.0, ge=0, description="Charged on every buy and every sell, in bps of traded value.")
+    cost_sensitivity_bps: list[float] = Field(default_factory=lambda: [0.0, 5.0, 10.0, 20.0])
+
+
+class BenchmarkConfig(_Strict):
+    random_seeds: int = Field(20, ge=0, description="Random top-N portfolios, one per seed.")
+    factors: list[Literal["momentum_12_1", "reversal_21"]] = Field(
+        default_factory=lambda: ["momentum_12_1", "reversal_21"]
+    )
+
+
+class RunConfig(_Strict):
+    data: str | None = Field(None, description="Path to user data (file or folder); None = embedded default.")
+    validation: ValidationConfig = ValidationConfig()
+    features: FeatureConfig = FeatureConfig()
+    labels: LabelConfig = LabelConfig()
+    walk_forward: WalkForwardConfig = WalkForwardConfig()
+    models: list[ModelSpec] = Field(default_factory=default_models)
+    portfolio: PortfolioConfig = PortfolioConfig()
+    benchmarks: BenchmarkConfig = BenchmarkConfig()
+    seed: int = 0
+
+    @field_validator("models")
+    @classmethod
+    def _unique_algorithms(cls, models: list[ModelSpec]) -> list[ModelSpec]:
+        names = [m.name for m in models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each algorithm may appear once, got {names}")
+        if not models:
+            raise ValueError("at least one model is needed")
+        return models
+
+    @model_validator(mode="after")
+    def _rebalance_vs_horizon(self) -> "RunConfig":
+        if self.walk_forward.min_train_days < self.labels.horizon_days:
+            raise ValueError("walk_forward.min_train_days must be >= labels.horizon_days")
+        return self
+
+    def with_algorithms(self, algorithms: list[str]) -> "RunConfig":
+        """Keep only the named algorithms, in the order given (defaults for any not configured)."""
+        known = {m.name: m for m in self.models}
+        defaults = {m.name: m for m in default_models()}
+        unknown = [a for a in algorithms if a not in ALGORITHMS]
+        if unknown:
+            raise ConfigError(f"unknown algorithm(s) {unknown}; choose from {list(ALGORITHMS)}")
+        return self.model_copy(update={"models": [known.get(a, defaults[a]) for a in algorithms]})
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config (or defaults), apply dotted-key overrides, validate once."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        raw = loaded or {}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        where = f"{path}: " if path else ""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{where}invalid configuration: {problems}") from exc

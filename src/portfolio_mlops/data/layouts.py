@@ -1,0 +1,311 @@
+"""Read the S&P 500 data layouts users already have into one canonical long table.
+
+Canonical prices: one row per (date, ticker) with columns
+    date (datetime64, trading day), ticker (str), open, high, low, close, adj_close, volume
+plus `source` (file name) and `source_row` (1-based data row in that file, header excluded) so that
+validation can point at the offending line. Prices are in the file's currency; `adj_close` includes
+dividends and splits when the layout has it, otherwise it equals `close` and a note says so.
+
+Nothing here fixes or drops data: that is `validation`'s job, where every action is counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from portfolio_mlops.errors import DataLayoutError, DataValidationError
+
+PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
+CANONICAL_COLUMNS = ("date", "ticker", *PRICE_COLUMNS, "volume")
+
+SUPPORTED_LAYOUTS = """Supported layouts:
+  1. Kaggle "S&P 500 stocks (daily updated)": a folder with sp500_stocks.csv
+     (Date,Symbol,Adj Close,Close,High,Low,Open,Volume), optionally sp500_index.csv (Date,S&P500)
+     and sp500_companies.csv (Symbol,Sector,...); or the sp500_stocks.csv file itself.
+  2. Kaggle "S&P 500 stock data": all_stocks_5yr.csv (date,open,high,low,close,volume,Name), or the
+     folder individual_stocks_5yr/ of <TICKER>_data.csv files with the same columns.
+  3. Canonical Parquet (this project's ingest output): prices.parquet with
+     date,ticker,close or adj_close [,open,high,low,volume], optionally benchmark.parquet (date,value).
+Any CSV may be gzipped (.csv.gz); extra columns are ignored; column names are matched case-insensitively."""
+
+# Header signatures (lower-cased) -> layout name. Extra columns are tolerated.
+_KAGGLE_DAILY = {"date", "symbol", "adj close", "close", "high", "low", "open", "volume"}
+_KAGGLE_5YR = {"date", "open", "high", "low", "close", "volume", "name"}
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """What a layout reader returns: canonical long prices plus optional benchmark and sectors."""
+
+    layout: str
+    prices: pd.DataFrame
+    sources: tuple[str, ...]
+    benchmark: pd.Series | None = None  # index level per trading day (price index, no dividends)
+    benchmark_name: str | None = None
+    sectors: pd.Series | None = None  # ticker -> sector, metadata for reports only
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    adjusted: bool = True  # adj_close really adjusts for splits and dividends
+
+    @property
+    def available_columns(self) -> list[str]:
+        return [c for c in CANONICAL_COLUMNS if c in self.prices and self.prices[c].notna().any()]
+
+
+def read_dataset(path: str | Path | None) -> RawDataset:
+    """Auto-detect the layout of `path` (file or folder) and read it; None reads the embedded default."""
+    if path is None:
+        return read_embedded()
+    path = Path(path)
+    if not path.exists():
+        raise DataLayoutError(f"{path}: no such file or folder.\n{SUPPORTED_LAYOUTS}")
+    if path.is_dir():
+        return _read_folder(path)
+    return _read_file(path)
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.csv", folder / f"{stem}.csv.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_folder(folder: Path) -> RawDataset:
+    if stocks := _find(folder, "sp500_stocks"):
+        return _read_kaggle_daily(stocks)
+    if five_year := _find(folder, "all_stocks_5yr"):
+        return _read_kaggle_5yr([five_year])
+    if (folder / "prices.parquet").is_file():
+        return _read_canonical(folder / "prices.parquet")
+    individual = folder / "individual_stocks_5yr"
+    per_ticker = sorted(individual.glob("*_data.csv*")) if individual.is_dir() else sorted(folder.glob("*_data.csv*"))
+    if per_ticker:
+        return _read_kaggle_5yr(per_ticker)
+    listing = ", ".join(sorted(p.name for p in folder.iterdir())[:12]) or "(empty)"
+    raise DataLayoutError(f"{folder}: no supported layout found (folder holds: {listing}).\n{SUPPORTED_LAYOUTS}")
+
+
+def _read_file(path: Path) -> RawDataset:
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        return _read_canonical(path)
+    if not (name.endswith(".csv") or name.endswith(".csv.gz")):
+        raise DataLayoutError(f"{path}: expected a .csv, .csv.gz or .parquet file.\n{SUPPORTED_LAYOUTS}")
+    header = {c.strip().lower() for c in _read_header(path)}
+    if _KAGGLE_DAILY <= header:
+        return _read_kaggle_daily(path)
+    if _KAGGLE_5YR <= header:
+        return _read_kaggle_5yr([path])
+    closest = min((_KAGGLE_DAILY, _KAGGLE_5YR), key=lambda sig: len(sig - header))
+    raise DataLayoutError(
+        f"{path}: header {sorted(header)} matches no supported layout; "
+        f"closest is missing {sorted(closest - header)}.\n{SUPPORTED_LAYOUTS}"
+    )
+
+
+def _read_header(path: Path) -> list[str]:
+    try:
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataLayoutError(f"{path}: cannot read as CSV: {exc}") from exc
+    return list(reader.schema.names)
+
+
+def _read_csv(path: Path, columns: dict[str, str], numeric: tuple[str, ...]) -> pd.DataFrame:
+    """Read the wanted columns (file name -> canonical name) with strings for dates and tickers.
+
+    Numbers are parsed by pyarrow; if a value is not a number, re-read that column as text to name the
+    exact row and value in the error.
+    """
+    header = _read_header(path)
+    by_lower = {h.strip().lower(): h for h in header}
+    missing = [wanted for wanted in columns if wanted not in by_lower]
+    if missing:
+        raise DataLayoutError(f"{path}: missing column(s) {missing}; found {header}.\n{SUPPORTED_LAYOUTS}")
+    actual = {by_lower[wanted]: canonical for wanted, canonical in columns.items()}
+    types = {col: (pa.float64() if canonical in numeric else pa.string()) for col, canonical in actual.items()}
+    convert = pacsv.ConvertOptions(
+        include_columns=list(actual),
+        column_types=types,
+        null_values=["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"],
+        strings_can_be_null=True,
+    )
+    try:
+        table = pacsv.read_csv(path, convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        _raise_bad_number(path, actual, numeric, exc)
+    frame = table.to_pandas()
+    frame.columns = [actual[c] for c in frame.columns]
+    return frame
+
+
+def _raise_bad_number(path: Path, actual: dict[str, str], numeric: tuple[str, ...], exc: Exception) -> None:
+    as_text = pacsv.read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(
+            include_columns=list(actual), column_types={c: pa.string() for c in actual}, strings_can_be_null=True
+        ),
+    ).to_pandas()
+    for col, canonical in actual.items():
+        if canonical not in numeric:
+            continue
+        values = as_text[col]
+        parsed = pd.to_numeric(values, errors="coerce")
+        bad = values.notna() & parsed.isna() & ~values.str.strip().isin(["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None"])
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataValidationError(
+                f"{path}: data row {row + 1}, field {col!r}: expected a number, got {values.iloc[row]!r}"
+            ) from exc
+    raise DataValidationError(f"{path}: cannot parse: {exc}") from exc
+
+
+def _parse_dates(frame: pd.DataFrame, path: Path, column: str = "date") -> pd.Series:
+    text = frame[column]
+    missing = text.isna()
+    if missing.any():
+        row = int(np.flatnonzero(missing.to_numpy())[0])
+        raise DataValidationError(f"{path}: data row {row + 1}, field {column!r}: the date is empty")
+    dates = pd.to_datetime(text.str.strip().str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
+    bad = dates.isna()
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataValidationError(
+            f"{path}: data row {row + 1}, field {column!r}: expected a date like 2018-02-07, got {text.iloc[row]!r}"
+        )
+    return dates.astype("datetime64[ns]")
+
+
+def _finish(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Add lineage columns and every canonical column (missing ones as NaN)."""
+    frame["date"] = _parse_dates(frame, path)
+    tickers = frame["ticker"]
+    if tickers.isna().any():
+        row = int(np.flatnonzero(tickers.isna().to_numpy())[0])
+        raise DataValidationError(f"{path}: data row {row + 1}, field 'ticker': the symbol is empty")
+    frame["ticker"] = tickers.str.strip().str.upper()
+    for column in (*PRICE_COLUMNS, "volume"):
+        if column not in frame:
+            frame[column] = np.nan
+    frame["source"] = path.name
+    frame["source_row"] = np.arange(1, len(frame) + 1, dtype=np.int64)
+    return frame[[*CANONICAL_COLUMNS, "source", "source_row"]]
+
+
+def _read_kaggle_daily(stocks: Path) -> RawDataset:
+    columns = {
+        "date": "date", "symbol": "ticker", "adj close": "adj_close", "close": "close",
+        "high": "high", "low": "low", "open": "open", "volume": "volume",
+    }
+    prices = _finish(_read_csv(stocks, columns, numeric=(*PRICE_COLUMNS, "volume")), stocks)
+    sources = [str(stocks)]
+    benchmark = sectors = None
+    notes: list[str] = []
+    folder = stocks.parent
+    if index_path := _find(folder, "sp500_index"):
+        header = {h.strip().lower(): h for h in _read_header(index_path)}
+        value_col = next((h for lower, h in header.items() if lower != "date"), None)
+        if "date" not in header or value_col is None:
+            raise DataLayoutError(f"{index_path}: expected columns Date,S&P500; found {list(header.values())}")
+        frame = _read_csv(index_path, {"date": "date", value_col.strip().lower(): "value"}, numeric=("value",))
+        frame["date"] = _parse_dates(frame, index_path)
+        benchmark = frame.set_index("date")["value"]
+        sources.append(str(index_path))
+    else:
+        notes.append("no sp500_index.csv beside sp500_stocks.csv: the index benchmark is skipped")
+    if companies := _find(folder, "sp500_companies"):
+        frame = _read_csv(companies, {"symbol": "ticker", "sector": "sector"}, numeric=())
+        sectors = frame.dropna().assign(ticker=lambda f: f["ticker"].str.upper()).set_index("ticker")["sector"]
+        sources.append(str(companies))
+    return RawDataset(
+        layout="kaggle_sp500_daily",
+        prices=prices,
+        sources=tuple(sources),
+        benchmark=benchmark,
+        benchmark_name="sp500_index" if benchmark is not None else None,
+        sectors=sectors,
+        notes=tuple(notes),
+    )
+
+
+def _read_kaggle_5yr(paths: list[Path]) -> RawDataset:
+    columns = {"date": "date", "open": "open", "high": "high", "low": "low", "close": "close", "volume": "volume", "name": "ticker"}
+    frames = [_finish(_read_csv(p, columns, numeric=("open", "high", "low", "close", "volume")), p) for p in paths]
+    prices = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    prices["adj_close"] = prices["close"]
+    return RawDataset(
+        layout="kaggle_all_stocks_5yr" if len(paths) == 1 else "kaggle_individual_stocks_5yr",
+        prices=prices,
+        sources=tuple(str(p) for p in paths),
+        adjusted=False,
+        notes=(
+            "this layout has no adjusted close: adj_close = close (splits and dividends are NOT adjusted; "
+            "validation flags the resulting jumps)",
+            "no index series in this layout: the index benchmark is skipped",
+        ),
+    )
+
+
+def _read_canonical(path: Path) -> RawDataset:
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataLayoutError(f"{path}: cannot read as Parquet: {exc}") from exc
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    if "date" not in frame or "ticker" not in frame or not ({"close", "adj_close"} & set(frame.columns)):
+        raise DataLayoutError(f"{path}: canonical Parquet needs date, ticker and close or adj_close; found {list(frame.columns)}.\n{SUPPORTED_LAYOUTS}")
+    frame = frame.copy()
+    adjusted = "adj_close" in frame
+    if "adj_close" not in frame:
+        frame["adj_close"] = frame["close"]
+    if "close" not in frame:
+        frame["close"] = frame["adj_close"]
+    frame["date"] = frame["date"].astype(str)
+    prices = _finish(frame, path)
+    benchmark = None
+    sources = [str(path)]
+    bench_path = path.parent / "benchmark.parquet"
+    if bench_path.is_file():
+        bench = pd.read_parquet(bench_path)
+        if not {"date", "value"} <= set(bench.columns):
+            raise DataLayoutError(f"{bench_path}: expected columns date,value; found {list(bench.columns)}")
+        bench["date"] = bench["date"].astype(str)
+        benchmark = bench.assign(date=_parse_dates(bench, bench_path)).set_index("date")["value"].astype(float)
+        sources.append(str(bench_path))
+    return RawDataset(layout="canonical_parquet", prices=prices, sources=tuple(sources), benchmark=benchmark,
+                      benchmark_name="benchmark" if benchmark is not None else None, adjusted=adjusted)
+
+
+def read_embedded() -> RawDataset:
+    """The embedded default: 20 S&P 500 stocks' adjusted closes 1990-2022 and the S&P 500 index.
+
+    Real market data shipped with the package (taken from skfolio's datasets, BSD-3-Clause; see
+    data/embedded/LICENSE-skfolio). Adjusted closes only: features needing volume or high/low are
+    skipped and reported.
+    """
+    base = resources.files("portfolio_mlops.data") / "embedded"
+    with resources.as_file(base / "sp500_dataset.csv.gz") as stocks_path:
+        wide = pd.read_csv(stocks_path, parse_dates=["Date"]).set_index("Date")
+        source = stocks_path
+    with resources.as_file(base / "sp500_index.csv.gz") as index_path:
+        index = pd.read_csv(index_path, parse_dates=["Date"]).set_index("Date")["SP500"]
+    long = wide.rename_axis(index="date", columns="ticker").stack().rename("adj_close").reset_index()
+    long["close"] = long["adj_close"]
+    long["date"] = long["date"].dt.strftime("%Y-%m-%d")
+    prices = _finish(long, Path(source))
+    index.index = index.index.astype("datetime64[ns]")
+    return RawDataset(
+        layout="embedded_sp500_20",
+        prices=prices,
+        sources=("portfolio_mlops/data/embedded/sp500_dataset.csv.gz", "portfolio_mlops/data/embedded/sp500_index.csv.gz"),
+        benchmark=index.rename("value"),
+        benchmark_name="sp500_index",
+        notes=("embedded default: 20 large S&P 500 stocks, adjusted closes only (no open/high/low/volume)",),
+    )

@@ -1,0 +1,174 @@
+"""Signal and portfolio metrics. Inputs are daily simple returns (fractions: 0.01 = 1%).
+
+Conventions (stated once, used everywhere):
+- 252 trading days a year; risk-free rate 0 (excess returns over cash are not modelled).
+- CAGR is compounded: (prod(1 + r))^(252 / days) - 1.
+- Sharpe = mean / std * sqrt(252) (std with ddof=1); Sortino = mean * 252 / downside deviation,
+  downside deviation = sqrt(mean(min(r, 0)^2)) * sqrt(252) (the empyrical definition).
+- Max drawdown is the worst peak-to-trough fall of the compounded equity curve (a negative fraction);
+  Calmar = CAGR / |max drawdown|.
+- Excess return vs a benchmark: active daily return a = r - r_bench; ann_return = mean(a) * 252,
+  information ratio = mean(a) / std(a) * sqrt(252).
+- Rank IC: Spearman correlation, per decision date, between predictions and realised forward returns.
+  ICIR = mean / std of the per-date ICs (per rebalance, not annualised). The t-stat uses
+  non-overlapping dates only (every ceil(horizon / rebalance_every)-th date), because overlapping
+  labels inflate it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+TRADING_DAYS = 252
+
+
+def rank_ic_by_date(dates: np.ndarray | pd.Series, prediction: np.ndarray, realised: np.ndarray) -> pd.Series:
+    """Spearman IC per date (average ranks for ties); NaN where a date has < 3 names or no spread."""
+    frame = pd.DataFrame({"date": np.asarray(dates), "p": np.asarray(prediction, float), "y": np.asarray(realised, float)})
+    frame = frame[np.isfinite(frame["p"]) & np.isfinite(frame["y"])]
+    grouped = frame.groupby("date", sort=True)
+    rp = grouped["p"].rank().to_numpy()
+    ry = grouped["y"].rank().to_numpy()
+    parts = pd.DataFrame({"date": frame["date"].to_numpy(), "x": rp, "y": ry, "xy": rp * ry, "xx": rp * rp, "yy": ry * ry})
+    sums = parts.groupby("date", sort=True).sum()
+    n = parts.groupby("date", sort=True).size().astype(float)
+    cov = sums["xy"] - sums["x"] * sums["y"] / n
+    var_x = sums["xx"] - sums["x"] ** 2 / n
+    var_y = sums["yy"] - sums["y"] ** 2 / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ic = cov / np.sqrt(var_x * var_y)
+    ic[(n < 3) | (var_x <= 1e-12) | (var_y <= 1e-12)] = np.nan
+    return ic.rename("rank_ic")
+
+
+def signal_metrics(predictions: pd.DataFrame, horizon_days: int, rebalance_every_days: int, top_n: int) -> dict[str, float]:
+    """IC statistics, hit rate, out-of-sample R^2 and the top-minus-bottom spread.
+
+    `predictions` has date, prediction, label (forward return minus the date's universe mean) and
+    label_raw. Rows with unknown labels (the latest dates) are ignored.
+    - hit_rate: share of (date, ticker) where the prediction's sign, after removing the date's mean
+      prediction, matches the sign of the demeaned realised return.
+    - oos_r2: 1 - sum((y - yhat)^2) / sum(y^2) on demeaned labels, yhat = prediction minus its date
+      mean (zero forecast as the baseline, as in Gu, Kelly & Xiu 2020).
+    - long_short: mean realised label of the top-N minus the bottom-N per date (gross, per period),
+      annualised by the number of periods a year.
+    """
+    known = predictions[np.isfinite(predictions["label"])]
+    ic = rank_ic_by_date(known["date"].to_numpy(), known["prediction"].to_numpy(), known["label"].to_numpy())
+    step = max(1, math.ceil(horizon_days / rebalance_every_days))
+    independent = ic.iloc[::step].dropna()
+    valid = ic.dropna()
+    std = float(valid.std(ddof=1)) if len(valid) > 1 else float("nan")
+    ind_std = float(independent.std(ddof=1)) if len(independent) > 1 else float("nan")
+    demeaned_prediction = known["prediction"] - known.groupby("date")["prediction"].transform("mean")
+    y = known["label"].to_numpy()
+    yhat = demeaned_prediction.to_numpy()
+    hits = np.sign(yhat) == np.sign(y)
+    oos_r2 = 1.0 - float(np.sum((y - yhat) ** 2) / np.sum(y**2)) if len(y) else float("nan")
+    spread = _top_bottom_spread(known, top_n)
+    periods_per_year = TRADING_DAYS / rebalance_every_days
+    return {
+        "ic_mean": float(valid.mean()) if len(valid) else float("nan"),
+        "ic_std": std,
+        "icir": float(valid.mean() / std) if std and np.isfinite(std) and std > 0 else float("nan"),
+        "ic_tstat": float(independent.mean() / ind_std * math.sqrt(len(independent)))
+        if ind_std and np.isfinite(ind_std) and ind_std > 0 else float("nan"),
+        "ic_dates": int(len(valid)),
+        "ic_independent_dates": int(len(independent)),
+        "ic_positive_share": float((valid > 0).mean()) if len(valid) else float("nan"),
+        "hit_rate": float(hits[yhat != 0].mean()) if (yhat != 0).any() else float("nan"),
+        "oos_r2": oos_r2,
+        "long_short_period_mean": float(spread.mean()) if len(spread) else float("nan"),
+        "long_short_ann": float(spread.mean() * periods_per_year) if len(spread) else float("nan"),
+    }
+
+
+def _top_bottom_spread(known: pd.DataFrame, top_n: int) -> pd.Series:
+    ranks = known.groupby("date")["prediction"].rank(method="first", ascending=False)
+    counts = known.groupby("date")["prediction"].transform("size")
+    n = np.minimum(top_n, counts // 2)
+    top = known["label"].where(ranks <= n)
+    bottom = known["label"].where(ranks > counts - n)
+    by_date = pd.DataFrame({"date": known["date"], "top": top, "bottom": bottom}).groupby("date")
+    return (by_date["top"].mean() - by_date["bottom"].mean()).dropna()
+
+
+def rolling_ic(ic: pd.Series, window: int = 12) -> pd.Series:
+    return ic.rolling(window, min_periods=max(2, window // 2)).mean()
+
+
+def cagr(returns: np.ndarray) -> float:
+    r = np.asarray(returns, float)
+    if len(r) == 0:
+        return float("nan")
+    growth = float(np.prod(1.0 + r))
+    if growth <= 0:
+        return -1.0
+    return growth ** (TRADING_DAYS / len(r)) - 1.0
+
+
+def annual_volatility(returns: np.ndarray) -> float:
+    r = np.asarray(returns, float)
+    return float(np.std(r, ddof=1) * math.sqrt(TRADING_DAYS)) if len(r) > 1 else float("nan")
+
+
+def sharpe_ratio(returns: np.ndarray) -> float:
+    r = np.asarray(returns, float)
+    std = np.std(r, ddof=1) if len(r) > 1 else float("nan")
+    return float(np.mean(r) / std * math.sqrt(TRADING_DAYS)) if std and np.isfinite(std) and std > 0 else float("nan")
+
+
+def sortino_ratio(returns: np.ndarray) -> float:
+    r = np.asarray(returns, float)
+    downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2))) * math.sqrt(TRADING_DAYS) if len(r) else float("nan")
+    return float(np.mean(r) * TRADING_DAYS / downside) if downside and downside > 0 else float("nan")
+
+
+def equity_curve(returns: np.ndarray) -> np.ndarray:
+    return np.cumprod(1.0 + np.asarray(returns, float))
+
+
+def drawdown_series(returns: np.ndarray) -> np.ndarray:
+    """Fall from the running peak of the equity curve (starting value 1 counts as a peak)."""
+    equity = equity_curve(returns)
+    peak = np.maximum.accumulate(np.concatenate([[1.0], equity]))[1:]
+    return equity / peak - 1.0
+
+
+def max_drawdown(returns: np.ndarray) -> float:
+    r = np.asarray(returns, float)
+    return float(drawdown_series(r).min()) if len(r) else float("nan")
+
+
+def calmar_ratio(returns: np.ndarray) -> float:
+    mdd = max_drawdown(returns)
+    return float(cagr(returns) / abs(mdd)) if mdd < 0 else float("nan")
+
+
+def portfolio_metrics(returns: np.ndarray) -> dict[str, float]:
+    """The portfolio metric set for one daily return series (gross or net)."""
+    r = np.asarray(returns, float)
+    return {
+        "cagr": cagr(r),
+        "ann_return": float(np.mean(r) * TRADING_DAYS),
+        "ann_vol": annual_volatility(r),
+        "sharpe": sharpe_ratio(r),
+        "sortino": sortino_ratio(r),
+        "max_drawdown": max_drawdown(r),
+        "calmar": calmar_ratio(r),
+        "days": int(len(r)),
+    }
+
+
+def excess_metrics(returns: np.ndarray, benchmark_returns: np.ndarray) -> dict[str, float]:
+    active = np.asarray(returns, float) - np.asarray(benchmark_returns, float)
+    std = np.std(active, ddof=1) if len(active) > 1 else float("nan")
+    return {
+        "ann_return": float(np.mean(active) * TRADING_DAYS),
+        "information_ratio": float(np.mean(active) / std * math.sqrt(TRADING_DAYS)) if std and std > 0 else float("nan"),
+        "tracking_error": float(std * math.sqrt(TRADING_DAYS)) if np.isfinite(std) else float("nan"),
+        "cagr_difference": cagr(returns) - cagr(benchmark_returns),
+    }

@@ -1,0 +1,151 @@
+"""The in-process chain: ingest -> features -> walk-forward per algorithm -> evaluation -> report.
+
+Each step also exists on its own (the CLI's ingest/features/train/backtest commands), exchanging
+files in a work folder; `run_chain` calls the same functions in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from portfolio_mlops import atomic
+from portfolio_mlops.config import RunConfig
+from portfolio_mlops.data.ingest import Panel, build_panel, load_panel, write_panel
+from portfolio_mlops.evaluation import Evaluation, evaluate
+from portfolio_mlops.features import FeatureSet, build_features, to_grid
+from portfolio_mlops.progress import Progress, null_progress
+from portfolio_mlops.report import summary_table, write_outputs
+from portfolio_mlops.walk_forward import WalkForwardResult, walk_forward_predictions
+
+
+@dataclass
+class ChainResult:
+    summary: dict[str, Any]
+    evaluation: Evaluation
+    results: dict[str, WalkForwardResult]
+    outputs: dict[str, Path]
+    timings: dict[str, float]
+
+
+def train_all(features: FeatureSet, cfg: RunConfig, progress: Progress = null_progress) -> dict[str, WalkForwardResult]:
+    return {
+        spec.name: walk_forward_predictions(features, spec, cfg.walk_forward, cfg.labels, seed=cfg.seed,
+                                            progress=progress.step(spec.name))
+        for spec in cfg.models
+    }
+
+
+def evaluate_and_report(panel: Panel, features: FeatureSet, results: dict[str, WalkForwardResult], cfg: RunConfig,
+                        output_dir: str | Path, quality: dict[str, Any] | None = None) -> tuple[dict[str, Any], Evaluation, dict[str, Path]]:
+    grid = to_grid(panel.prices)
+    evaluation = evaluate(features, grid, results, cfg, panel.benchmark,
+                          (panel.manifest.get("benchmark") or {}).get("name"))
+    summary = {
+        **evaluation.summary,
+        "data": panel.manifest,
+        "config": cfg.model_dump(mode="json"),
+    }
+    if quality is not None:
+        summary["data_quality"] = {c["name"]: c["count"] for c in quality["checks"] if c["count"]}
+    outputs = write_outputs(
+        evaluation,
+        {name: r.predictions for name, r in results.items()},
+        {name: r.refits for name, r in results.items()},
+        summary,
+        output_dir,
+    )
+    if quality is not None:
+        outputs["quality"] = Path(output_dir) / "quality.json"
+        atomic.write_json(outputs["quality"], quality)
+    return summary, evaluation, outputs
+
+
+def run_chain(cfg: RunConfig, output_dir: str | Path, progress: Progress = null_progress) -> ChainResult:
+    """The whole chain in memory; writes the report to `output_dir` (ingest output in output_dir/data)."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    with progress.phase("ingest"):
+        panel, report = build_panel(cfg.data, cfg.validation)
+        write_panel(panel, report, Path(output_dir) / "data")
+    progress.message(report.summary())
+    timings["ingest"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    with progress.phase("features"):
+        features = build_features(panel.prices, cfg.features, cfg.labels)
+    timings["features"] = time.perf_counter() - started
+    if features.skipped:
+        progress.message("features skipped: " + "; ".join(f"{k} ({v})" for k, v in features.skipped.items()))
+
+    started = time.perf_counter()
+    results = train_all(features, cfg, progress)
+    timings["train"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    with progress.phase("evaluate + report"):
+        summary, evaluation, outputs = evaluate_and_report(panel, features, results, cfg, output_dir, report.to_dict())
+    timings["evaluate"] = time.perf_counter() - started
+    return ChainResult(summary, evaluation, results, outputs, timings)
+
+
+# File-based steps, for running one stage at a time (and, later, one pipeline component per step).
+
+def save_features(features: FeatureSet, folder: str | Path) -> None:
+    folder = Path(folder)
+    atomic.write_parquet(folder / "features.parquet", features.frame)
+    atomic.write_json(folder / "features_meta.json", {
+        "feature_names": list(features.feature_names),
+        "skipped": features.skipped,
+        "calendar": [d.strftime("%Y-%m-%d") for d in features.dates],
+    })
+
+
+def load_features(folder: str | Path) -> FeatureSet:
+    folder = Path(folder)
+    meta_path = folder / "features_meta.json"
+    if not meta_path.is_file():
+        from portfolio_mlops.errors import DataLayoutError
+
+        raise DataLayoutError(f"{folder}: no features_meta.json; run `portfolio-mlops features` first")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    return FeatureSet(
+        frame=pd.read_parquet(folder / "features.parquet"),
+        feature_names=tuple(meta["feature_names"]),
+        skipped=meta["skipped"],
+        dates=pd.DatetimeIndex(pd.to_datetime(meta["calendar"])),
+    )
+
+
+def save_training(result: WalkForwardResult, folder: str | Path) -> None:
+    folder = Path(folder)
+    atomic.write_parquet(folder / f"predictions_{result.algorithm}.parquet", result.predictions)
+    with atomic.atomic_path(folder / f"model_{result.algorithm}.pkl") as tmp:
+        tmp.write_bytes(pickle.dumps(result.model))
+    atomic.write_json(folder / f"training_{result.algorithm}.json", {
+        "algorithm": result.algorithm, "refits": result.refits,
+        "configurations_tried": result.configurations_tried, "seconds": result.seconds,
+    })
+
+
+def load_training(folder: str | Path, algorithm: str) -> WalkForwardResult:
+    folder = Path(folder)
+    meta_path = folder / f"training_{algorithm}.json"
+    if not meta_path.is_file():
+        from portfolio_mlops.errors import DataLayoutError
+
+        raise DataLayoutError(f"{folder}: no training_{algorithm}.json; run `portfolio-mlops train --algorithms {algorithm}` first")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    model = pickle.loads((folder / f"model_{algorithm}.pkl").read_bytes())
+    return WalkForwardResult(algorithm, pd.read_parquet(folder / f"predictions_{algorithm}.parquet"), meta["refits"],
+                             model, meta["configurations_tried"], meta["seconds"])
+
+
+__all__ = ["run_chain", "train_all", "evaluate_and_report", "save_features", "load_features", "save_training",
+           "load_training", "load_panel", "summary_table"]
