@@ -11,6 +11,7 @@ Execution convention (LabelConfig): decide at close t, trade at close t+lag, hol
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -159,7 +160,8 @@ def winsorise_rows(values: np.ndarray, quantile: float) -> np.ndarray:
 
 def cross_sectional_zscore(values: np.ndarray, winsor_quantile: float) -> np.ndarray:
     clipped = winsorise_rows(values, winsor_quantile)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # dates with no eligible names are all-NaN rows
         mean = np.nanmean(clipped, axis=1, keepdims=True)
         std = np.nanstd(clipped, axis=1, keepdims=True)
         z = (clipped - mean) / np.where(std > 0, std, np.nan)

@@ -1,0 +1,379 @@
+"""Benchmark the core chain: ingest + validation, features, walk-forward per algorithm, whole chain, peak RSS.
+
+Usage (from the repository root):
+    .venv/bin/python benchmarks/bench_core.py --synthetic              # 500 tickers x 3800 days, cached in .bench/
+    .venv/bin/python benchmarks/bench_core.py --data /path/to/folder-or-file [--repeat 3] [--json out.json]
+    .venv/bin/python benchmarks/bench_core.py --synthetic --profile over   # cProfile every step over its target
+
+Figures are wall-clock seconds (best and median of --repeat runs). The whole chain is also run once in a
+fresh Python process, whose peak RSS (getrusage ru_maxrss) is the memory figure. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import io
+import json
+import os
+import platform
+import pstats
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+SYNTHETIC_SCRIPT = Path(__file__).resolve().parent / "make_synthetic_panel.py"
+DEFAULT_ALGORITHMS = ("ridge", "lasso", "elasticnet", "hgb")
+LINEAR = ("ridge", "lasso", "elasticnet")
+
+TARGETS = {  # seconds, or bytes for memory
+    "ingest": 3.0,
+    "features": 3.0,
+    "walk_forward_linear": 5.0,
+    "chain": 60.0,
+    "peak_rss": 2 * 1024**3,
+}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Figure:
+    name: str
+    unit: str  # "s" or "bytes"
+    values: list[float]
+    target: float | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best(self) -> float:
+        return min(self.values)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def status(self) -> str:
+        if self.target is None:
+            return "-"
+        ratio = self.best / self.target
+        return "ok" if ratio <= 1 else f"OVER x{ratio:.1f}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "best": self.best, "median": self.median, "status": self.status}
+
+
+def timed(fn: Callable[[], Any], repeat: int, label: str) -> tuple[Any, list[float]]:
+    """Run fn `repeat` times; returns the last result and every wall time."""
+    times, result = [], None
+    for i in range(repeat):
+        result = None  # release the previous result before the next run
+        gc.collect()
+        log(f"  {label}: run {i + 1}/{repeat} ...")
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return result, times
+
+
+def raw_csv_of(path: Path) -> Path | None:
+    """The raw stocks CSV a layout reads (for the pyarrow read_csv reference figure)."""
+    if path.is_dir():
+        for stem in ("sp500_stocks", "all_stocks_5yr"):
+            for candidate in (path / f"{stem}.csv", path / f"{stem}.csv.gz"):
+                if candidate.is_file():
+                    return candidate
+        return None
+    name = path.name.lower()
+    return path if name.endswith(".csv") or name.endswith(".csv.gz") else None
+
+
+def profile_step(label: str, fn: Callable[[], Any], top: int = 18) -> dict[str, Any]:
+    """cProfile one call of fn; print where the time goes (own time, and cumulative time in this package)."""
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    fn()
+    profiler.disable()
+    wall = time.perf_counter() - started
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    rows = []
+    for (filename, line, func), (cc, nc, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        where = filename
+        for marker in ("site-packages/", "src/", "lib/python3"):
+            if marker in filename:
+                where = filename.split(marker, 1)[1]
+                break
+        rows.append({"function": f"{where}:{line}({func})", "calls": nc, "own_s": tottime, "cum_s": cumtime,
+                     "package": "portfolio_mlops/" in filename})
+    by_own = sorted(rows, key=lambda r: -r["own_s"])[:top]
+    by_cum = sorted((r for r in rows if r["package"]), key=lambda r: -r["cum_s"])[:top]
+    print(f"\n--- profile: {label} ({wall:.2f}s under cProfile) ---")
+    print(f"{'own s':>8} {'cum s':>8} {'calls':>9}  function (top {top} by own time)")
+    for r in by_own:
+        print(f"{r['own_s']:8.3f} {r['cum_s']:8.3f} {r['calls']:9d}  {r['function']}")
+    print(f"{'own s':>8} {'cum s':>8} {'calls':>9}  portfolio_mlops function (top {top} by cumulative time)")
+    for r in by_cum:
+        print(f"{r['own_s']:8.3f} {r['cum_s']:8.3f} {r['calls']:9d}  {r['function']}")
+    return {"label": label, "wall_s": wall, "by_own_time": by_own, "package_by_cumulative": by_cum}
+
+
+def make_config(args: argparse.Namespace, data: str):
+    from portfolio_mlops.config import load_config
+
+    cfg = load_config(args.config, overrides={"data": data})
+    return cfg.with_algorithms(list(args.algorithms))
+
+
+# --- the child process: the whole chain in a fresh interpreter, for a meaningful peak RSS ---------------
+
+def child_main(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    from portfolio_mlops.runner import run_chain
+
+    imported = time.perf_counter()
+    cfg = make_config(args, args.data)
+    with tempfile.TemporaryDirectory(prefix="bench-chain-") as out:
+        result = run_chain(cfg, out)
+    finished = time.perf_counter()
+    record = {
+        "import_s": imported - started,
+        "chain_s": finished - imported,
+        "timings": result.timings,
+        "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # Linux reports KiB
+    }
+    Path(args.child_chain).write_text(json.dumps(record))
+    return 0
+
+
+def run_chain_subprocess(args: argparse.Namespace, data: str) -> tuple[dict[str, Any], float]:
+    with tempfile.TemporaryDirectory(prefix="bench-child-") as tmp:
+        record_path = Path(tmp) / "record.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--data", data, "--algorithms",
+                   ",".join(args.algorithms), "--child-chain", str(record_path)]
+        if args.config:
+            command += ["--config", str(args.config)]
+        started = time.perf_counter()
+        completed = subprocess.run(command, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if completed.returncode != 0:
+            raise RuntimeError(f"chain subprocess failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
+        return json.loads(record_path.read_text()), wall
+
+
+# --- the benchmark -----------------------------------------------------------------------------------
+
+def resolve_data(args: argparse.Namespace) -> Path | None:
+    if args.synthetic:
+        output = REPO / ".bench" / "synthetic"
+        command = [sys.executable, str(SYNTHETIC_SCRIPT), "--output", str(output), "--tickers", str(args.tickers),
+                   "--days", str(args.days), "--seed", str(args.seed)]
+        log(f"synthetic panel: {' '.join(command[1:])}")
+        completed = subprocess.run(command, capture_output=True, text=True)
+        if completed.returncode != 0:
+            raise SystemExit(f"synthetic panel generation failed:\n{completed.stderr}")
+        log("  " + completed.stdout.strip())
+        return output
+    path = Path(args.data)
+    if not path.exists():
+        return None
+    return path.resolve()
+
+
+def fmt_value(value: float, unit: str) -> str:
+    if unit == "bytes":
+        return f"{value / 1024**3:.2f} GB"
+    return f"{value:.2f} s"
+
+
+def fmt_target(figure: Figure) -> str:
+    if figure.target is None:
+        return "-"
+    return "< " + (f"{figure.target / 1024**3:g} GB" if figure.unit == "bytes" else f"{figure.target:g} s")
+
+
+def print_table(figures: list[Figure], repeat: int) -> None:
+    head = f"{'figure':<34}{'best':>10}{'median':>10}{'target':>10}  {'status':<10}note"
+    print(head)
+    print("-" * max(len(head), 110))
+    for f in figures:
+        median = fmt_value(f.median, f.unit) if repeat > 1 and f.unit == "s" and len(f.values) > 1 else ""
+        print(f"{f.name:<34}{fmt_value(f.best, f.unit):>10}{median:>10}{fmt_target(f):>10}  {f.status:<10}{f.note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark ingest, features, walk-forward and the whole chain.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="data folder or file in any supported layout")
+    source.add_argument("--synthetic", action="store_true", help="generate (cached) a synthetic panel in .bench/synthetic")
+    parser.add_argument("--tickers", type=int, default=500, help="synthetic: tickers (default 500)")
+    parser.add_argument("--days", type=int, default=3800, help="synthetic: business days (default 3800)")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic: seed")
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs per step (best and median reported)")
+    parser.add_argument("--algorithms", default=",".join(DEFAULT_ALGORITHMS),
+                        type=lambda s: tuple(a.strip() for a in s.replace(" ", ",").split(",") if a.strip()),
+                        help="comma-separated, default ridge,lasso,elasticnet,hgb")
+    parser.add_argument("--config", type=Path, help="YAML run config (default: the package defaults)")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--profile", choices=("off", "over", "all"), default="off",
+                        help="cProfile steps over target (over) or every step (all) and print where the time goes")
+    parser.add_argument("--no-subprocess", action="store_true", help="skip the fresh-process chain run (and peak RSS)")
+    parser.add_argument("--child-chain", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+    unknown = [a for a in args.algorithms if a not in DEFAULT_ALGORITHMS]
+    if unknown:
+        parser.error(f"unknown algorithm(s) {unknown}; choose from {list(DEFAULT_ALGORITHMS)}")
+    if args.child_chain:
+        return child_main(args)
+
+    data_path = resolve_data(args)
+    if data_path is None:
+        print(f"SKIPPED: {args.data} does not exist; nothing to benchmark.")
+        return 0
+    data = str(data_path)
+
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import sklearn
+
+    from portfolio_mlops.data.ingest import build_panel
+    from portfolio_mlops.features import build_features
+    from portfolio_mlops.runner import run_chain, summary_table
+    from portfolio_mlops.walk_forward import walk_forward_predictions
+
+    cfg = make_config(args, data)
+    wf = cfg.walk_forward
+    environment = {
+        "python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__,
+        "pyarrow": pa.__version__, "scikit-learn": sklearn.__version__, "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+    print(f"data: {data}")
+    print("env:  " + ", ".join(f"{k} {v}" for k, v in environment.items()))
+    print(f"config: rebalance every {wf.rebalance_every_days} days, refit every {wf.retrain_every_rebalances} "
+          f"rebalances, {wf.window} window, algorithms {','.join(args.algorithms)}; repeat {args.repeat}")
+
+    figures: list[Figure] = []
+    profiles: list[dict[str, Any]] = []
+    to_profile: list[tuple[Figure, Callable[[], Any]]] = []
+
+    # (a) raw CSV read (reference) and ingest + validation
+    raw_csv = raw_csv_of(data_path)
+    if raw_csv is not None:
+        log("raw CSV read (pyarrow reference)")
+        table, times = timed(lambda: pacsv.read_csv(raw_csv), args.repeat, "pyarrow.csv.read_csv")
+        figures.append(Figure("pyarrow read_csv raw (reference)", "s", times,
+                              note=f"{raw_csv.name}: {table.num_rows:,} rows, {raw_csv.stat().st_size / 1e6:.0f} MB on disk"))
+        del table
+    log("ingest + validation (build_panel)")
+    ingest_fn = lambda: build_panel(cfg.data, cfg.validation)  # noqa: E731
+    (panel, report), times = timed(ingest_fn, args.repeat, "build_panel")
+    figures.append(Figure("ingest + validation (build_panel)", "s", times, TARGETS["ingest"],
+                          note=f"{report.rows_in:,} rows in -> {report.rows_out:,}, {report.tickers_out} tickers, "
+                               f"{report.start}..{report.end}"))
+    to_profile.append((figures[-1], ingest_fn))
+
+    # (b) features
+    log("features (build_features)")
+    features_fn = lambda: build_features(panel.prices, cfg.features, cfg.labels)  # noqa: E731
+    features, times = timed(features_fn, args.repeat, "build_features")
+    figures.append(Figure("features (build_features)", "s", times, TARGETS["features"],
+                          note=f"{len(features.frame):,} samples x {len(features.feature_names)} features, "
+                               f"{len(features.dates)} days"))
+    to_profile.append((figures[-1], features_fn))
+
+    # (c) walk-forward per algorithm
+    for spec in cfg.models:
+        log(f"walk-forward {spec.name}")
+        fn = (lambda s=spec: walk_forward_predictions(features, s, cfg.walk_forward, cfg.labels, seed=cfg.seed))
+        result, times = timed(fn, args.repeat, f"walk_forward {spec.name}")
+        rebalances = int(result.predictions["date_pos"].nunique())
+        train_max = max((r["train_samples"] for r in result.refits), default=0)
+        fit_s = sum(r["seconds"] for r in result.refits)
+        figures.append(Figure(f"walk-forward {spec.name}", "s", times,
+                              TARGETS["walk_forward_linear"] if spec.name in LINEAR else None,
+                              note=f"{len(result.refits)} refits / {rebalances} rebalances, fits {fit_s:.2f}s, "
+                                   f"largest train set {train_max:,}",
+                              extra={"refits": len(result.refits), "rebalances": rebalances, "fit_seconds": fit_s}))
+        to_profile.append((figures[-1], fn))
+        del result
+
+    # (d) the whole chain in this process (warm imports), into a temporary folder
+    log("whole chain in-process (run_chain)")
+
+    def chain_fn():
+        with tempfile.TemporaryDirectory(prefix="bench-chain-") as out:
+            return run_chain(cfg, out)
+
+    chain, times = timed(chain_fn, args.repeat, "run_chain")
+    breakdown = ", ".join(f"{k} {v:.1f}" for k, v in chain.timings.items())
+    chain_target = TARGETS["chain"] if tuple(args.algorithms) == DEFAULT_ALGORITHMS else None
+    figures.append(Figure(f"chain in-process ({len(cfg.models)} algos)", "s", times, chain_target,
+                          note=f"{breakdown}", extra={"timings": chain.timings}))
+    to_profile.append((figures[-1], chain_fn))
+    summary_text = summary_table(chain.summary)
+
+    # (e) the whole chain in a fresh process: wall time and peak RSS
+    child = None
+    if not args.no_subprocess:
+        log("whole chain in a fresh process (peak RSS)")
+        walls, records = [], []
+        for i in range(args.repeat):
+            log(f"  subprocess chain: run {i + 1}/{args.repeat} ...")
+            record, wall = run_chain_subprocess(args, data)
+            walls.append(wall)
+            records.append(record)
+        child = records[-1]
+        figures.append(Figure(f"chain fresh process ({len(cfg.models)} algos)", "s", walls, chain_target,
+                              note=f"interpreter+imports {child['import_s']:.1f}, chain {child['chain_s']:.1f} "
+                                   f"({', '.join(f'{k} {v:.1f}' for k, v in child['timings'].items())})",
+                              extra={"records": records}))
+        figures.append(Figure("peak RSS fresh process (chain)", "bytes", [max(r["ru_maxrss_bytes"] for r in records)],
+                              TARGETS["peak_rss"], note="ru_maxrss of the child running the whole chain"))
+    own_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    figures.append(Figure("peak RSS this bench process", "bytes", [own_rss],
+                          note="reference only: holds panel, features and repeated results at once"))
+
+    print()
+    print_table(figures, args.repeat)
+    print()
+    print("Headline metrics of the chain run (runner.summary_table):")
+    print(summary_text)
+
+    if args.profile != "off":
+        for figure, fn in to_profile:
+            if args.profile == "all" or (figure.target is not None and figure.best > figure.target):
+                gc.collect()
+                profiles.append(profile_step(figure.name, fn))
+        if args.profile == "over" and not profiles:
+            print("\n(no step over target: nothing profiled)")
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "data": data, "environment": environment, "algorithms": list(args.algorithms), "repeat": args.repeat,
+            "targets": TARGETS, "figures": [f.to_dict() for f in figures], "summary_table": summary_text,
+            "profiles": profiles,
+        }, indent=2, default=str) + "\n")
+        print(f"\nfigures written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Features use data up to t only; labels start after the decision and say when they are known."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from portfolio_mlops.config import FeatureConfig, LabelConfig
+from portfolio_mlops.errors import ConfigError
+from portfolio_mlops.features import (
+    FEATURE_NAMES,
+    build_features,
+    cross_sectional_rank,
+    cross_sectional_zscore,
+)
+from synthetic import random_walk_panel
+
+FEATURES = FeatureConfig()
+LABELS = LabelConfig()
+
+
+def _feature_rows(panel, features=FEATURES, labels=LABELS):
+    fs = build_features(panel, features, labels)
+    return fs, fs.frame.set_index(["date", "ticker"]).sort_index()
+
+
+@pytest.mark.parametrize("normalisation", ["rank", "zscore"])
+def test_changing_prices_after_t_changes_no_feature_at_or_before_t(normalisation):
+    panel = random_walk_panel(n_tickers=25, n_days=500, seed=1)
+    cutoff = panel["date"].sort_values().unique()[400]
+    changed = panel.copy()
+    later = changed["date"] > cutoff
+    rng = np.random.default_rng(5)
+    for column in ("open", "high", "low", "close", "adj_close", "volume"):
+        changed.loc[later, column] *= rng.uniform(0.5, 1.5, later.sum())
+    cfg = FeatureConfig(normalisation=normalisation)
+    fs, before = _feature_rows(panel, cfg)
+    _, after = _feature_rows(changed, cfg)
+    upto = before.index.get_level_values("date") <= cutoff
+    columns = [*fs.feature_names, "raw_mom_12_1", "raw_ret_21", "raw_vol_63"]
+    pd.testing.assert_frame_equal(before.loc[upto, columns], after.loc[after.index.get_level_values("date") <= cutoff, columns])
+    # ...and something after the cutoff did change, so the comparison is not vacuous.
+    assert not before.loc[~upto, columns].equals(after.loc[~upto, columns])
+
+
+def test_appending_days_changes_no_feature_already_computed():
+    panel = random_walk_panel(n_tickers=20, n_days=450, seed=2)
+    last_date = panel["date"].max()
+    shorter = panel[panel["date"] < last_date - pd.Timedelta(days=30)]
+    fs, full = _feature_rows(panel)
+    _, short = _feature_rows(shorter)
+    pd.testing.assert_frame_equal(full.loc[short.index, list(fs.feature_names)], short[list(fs.feature_names)])
+
+
+def test_labels_known_at_cutoff_do_not_change_when_later_prices_change():
+    panel = random_walk_panel(n_tickers=20, n_days=450, seed=3)
+    fs, before = _feature_rows(panel)
+    cutoff_pos = 380
+    cutoff = fs.dates[cutoff_pos]
+    changed = panel.copy()
+    changed.loc[changed["date"] > cutoff, ["adj_close", "close"]] *= 1.7
+    _, after = _feature_rows(changed)
+    known = before["label_end_pos"] <= cutoff_pos
+    pd.testing.assert_series_equal(before.loc[known, "label"], after.loc[known, "label"])
+    assert not np.allclose(before.loc[~known, "label_raw"].dropna(), after.loc[~known, "label_raw"].dropna())
+
+
+def test_label_is_forward_return_from_the_trade_close_after_the_decision():
+    panel = random_walk_panel(n_tickers=8, n_days=400, seed=4)
+    labels = LabelConfig(horizon_days=5, execution_lag_days=1)
+    fs = build_features(panel, FEATURES, labels)
+    prices = panel.pivot(index="date", columns="ticker", values="adj_close")
+    row = fs.frame.iloc[100]
+    t = prices.index.get_loc(row["date"])
+    expected = prices[row["ticker"]].iloc[t + 6] / prices[row["ticker"]].iloc[t + 1] - 1
+    assert row["label_raw"] == pytest.approx(expected)
+    assert row["label_end_pos"] == t + 6
+
+
+def test_label_is_demeaned_across_the_dates_universe():
+    fs = build_features(random_walk_panel(n_tickers=10, n_days=400, seed=5), FEATURES, LABELS)
+    per_date = fs.frame.dropna(subset=["label"]).groupby("date")["label"].mean()
+    np.testing.assert_allclose(per_date.to_numpy(), 0.0, atol=1e-12)
+
+
+def test_features_are_cross_sectionally_normalised_per_date():
+    fs = build_features(random_walk_panel(n_tickers=30, n_days=400, seed=6), FEATURES, LABELS)
+    by_date = fs.frame.groupby("date")["mom_12_1"]
+    assert by_date.min().min() > -0.5 and by_date.max().max() < 0.5
+    np.testing.assert_allclose(by_date.mean().to_numpy(), 0.0, atol=1e-12)
+
+
+def test_rank_ignores_missing_cells_and_centres_ranks():
+    values = np.array([[3.0, np.nan, 1.0, 2.0]])
+    np.testing.assert_allclose(cross_sectional_rank(values), [[1 / 3, np.nan, -1 / 3, 0.0]])
+
+
+def test_zscore_is_winsorised_before_scaling():
+    values = np.array([np.r_[np.zeros(98), 1.0, 1000.0]])
+    z = cross_sectional_zscore(values, winsor_quantile=0.01)
+    assert np.nanmax(z) < 15  # the outlier is clipped to the 99th percentile before scaling
+
+
+def test_features_needing_volume_or_high_low_are_skipped_and_reported_when_absent():
+    panel = random_walk_panel(n_tickers=10, n_days=400, seed=7)
+    panel[["open", "high", "low", "volume"]] = np.nan
+    fs = build_features(panel, FEATURES, LABELS)
+    assert set(fs.skipped) == {"volume_ratio_21", "log_dollar_volume_21", "hl_range_21"}
+    assert "needs volume" in fs.skipped["volume_ratio_21"]
+    assert set(fs.feature_names) == set(FEATURE_NAMES) - set(fs.skipped)
+
+
+def test_no_sample_before_the_longest_lookback_is_complete():
+    fs = build_features(random_walk_panel(n_tickers=5, n_days=400, seed=8), FEATURES, LABELS)
+    assert fs.frame["date_pos"].min() == 252  # mom_12_1 needs adj_close[t-252]
+
+
+def test_unknown_feature_name_is_a_config_error():
+    with pytest.raises(ConfigError, match="no_such_feature"):
+        build_features(random_walk_panel(n_tickers=5, n_days=300), FeatureConfig(include=["no_such_feature"]), LABELS)
+
+
+def test_sma_feature_matches_a_direct_computation():
+    panel = random_walk_panel(n_tickers=4, n_days=400, seed=9)
+    fs = build_features(panel, FeatureConfig(include=["px_sma30"], normalisation="rank"), LABELS)
+    wide = panel.pivot(index="date", columns="ticker", values="adj_close")
+    raw = wide / wide.rolling(30).mean() - 1
+    day = fs.dates[300]
+    expected_order = raw.loc[day].sort_values().index.tolist()
+    got = fs.frame[fs.frame["date"] == day].sort_values("px_sma30")["ticker"].tolist()
+    assert got == expected_order

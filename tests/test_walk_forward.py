@@ -1,0 +1,114 @@
+"""Walk-forward: a sample trains a model only once its label is known at the decision date."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from portfolio_mlops.config import FeatureConfig, LabelConfig, ModelSpec, WalkForwardConfig
+from portfolio_mlops.errors import InsufficientDataError
+from portfolio_mlops.features import build_features
+from portfolio_mlops.walk_forward import rebalance_schedule, walk_forward_predictions
+from synthetic import random_walk_panel
+
+LABELS = LabelConfig(horizon_days=10, execution_lag_days=1)
+WALK = WalkForwardConfig(rebalance_every_days=10, retrain_every_rebalances=2, min_train_days=120)
+
+
+@pytest.fixture(scope="module")
+def features():
+    return build_features(random_walk_panel(n_tickers=30, n_days=700, seed=11), FeatureConfig(), LABELS)
+
+
+def _position(features, date_text):
+    return features.dates.get_loc(pd.Timestamp(date_text))
+
+
+@pytest.mark.parametrize("embargo", [0, 5])
+def test_every_training_label_ends_by_the_decision_date(features, embargo):
+    walk = WALK.model_copy(update={"embargo_days": embargo})
+    result = walk_forward_predictions(features, ModelSpec(algorithm="ridge"), walk, LABELS)
+    for refit in result.refits:
+        decision = _position(features, refit["decision_date"])
+        last_sample = _position(features, refit["train_last_date"])
+        label_end = last_sample + LABELS.execution_lag_days + LABELS.horizon_days
+        assert label_end + embargo == decision  # the newest usable sample, and no newer one
+
+
+def test_training_sample_count_is_all_labelled_rows_up_to_the_purge(features):
+    result = walk_forward_predictions(features, ModelSpec(algorithm="ridge"), WALK, LABELS)
+    frame = features.frame
+    for refit in result.refits:
+        last = _position(features, refit["train_last_date"])
+        expected = int((frame["date_pos"] <= last).sum() - frame.loc[frame["date_pos"] <= last, "label_train"].isna().sum())
+        assert refit["train_samples"] == expected
+
+
+def test_rebalances_every_k_days_and_refits_every_m_rebalances(features):
+    schedule = rebalance_schedule(features, WALK, LABELS)
+    assert set(np.diff(schedule.rebalance_pos)) == {10}
+    np.testing.assert_array_equal(schedule.refit_pos, schedule.rebalance_pos[::2])
+    result = walk_forward_predictions(features, ModelSpec(algorithm="ridge"), WALK, LABELS)
+    assert len(result.refits) == len(schedule.refit_pos)
+    assert sorted(result.predictions["date_pos"].unique()) == list(schedule.rebalance_pos)
+
+
+def test_first_decision_waits_for_min_train_days_of_known_labels(features):
+    schedule = rebalance_schedule(features, WALK, LABELS)
+    sample_dates = np.unique(features.frame["date_pos"])
+    assert schedule.rebalance_pos[0] == sample_dates[WALK.min_train_days - 1] + schedule.purge_gap
+
+
+def test_every_eligible_name_gets_a_prediction_at_each_decision(features):
+    result = walk_forward_predictions(features, ModelSpec(algorithm="lasso", params={"alpha": 1e-5}), WALK, LABELS)
+    counts = result.predictions.groupby("date_pos").size()
+    eligible = features.frame.groupby("date_pos").size().loc[counts.index]
+    pd.testing.assert_series_equal(counts, eligible)
+
+
+def test_rolling_window_drops_old_samples(features):
+    walk = WALK.model_copy(update={"window": "rolling", "rolling_window_days": 100})
+    result = walk_forward_predictions(features, ModelSpec(algorithm="ridge"), walk, LABELS)
+    first_dates = {r["train_first_date"] for r in result.refits}
+    assert len(first_dates) > 1
+    for refit in result.refits:
+        span = _position(features, refit["train_last_date"]) - _position(features, refit["train_first_date"]) + 1
+        assert span == 100
+
+
+def test_inner_search_picks_from_the_grid_and_counts_configurations(features):
+    spec = ModelSpec(algorithm="ridge", search={"alpha": [0.1, 10.0, 1000.0]})
+    result = walk_forward_predictions(features, spec, WALK, LABELS)
+    assert result.configurations_tried == 3
+    searched = [r for r in result.refits if r["search_scores"]]
+    assert searched, "the later refits have room for a validation tail"
+    assert all(r["params"]["alpha"] in (0.1, 10.0, 1000.0) for r in searched)
+
+
+def test_hgb_trains_on_every_kth_date_only(features):
+    spec = ModelSpec(algorithm="hgb", params={"max_iter": 5}, train_sample_every_days=5)
+    result = walk_forward_predictions(features, spec, WALK, LABELS)
+    ridge = walk_forward_predictions(features, ModelSpec(algorithm="ridge"), WALK, LABELS)
+    for sampled, full in zip(result.refits, ridge.refits):
+        assert sampled["train_samples"] < full["train_samples"] / 3
+
+
+def test_too_little_history_is_a_clear_error():
+    small = build_features(random_walk_panel(n_tickers=5, n_days=300, seed=1), FeatureConfig(), LABELS)
+    with pytest.raises(InsufficientDataError, match="min_train_days"):
+        rebalance_schedule(small, WALK, LABELS)
+
+
+def test_predictions_before_a_cutoff_do_not_depend_on_prices_after_it():
+    panel = random_walk_panel(n_tickers=25, n_days=650, seed=12)
+    cutoff = np.sort(panel["date"].unique())[560]
+    changed = panel.copy()
+    later = changed["date"] > cutoff
+    changed.loc[later, ["adj_close", "close"]] *= np.random.default_rng(0).uniform(0.3, 3.0, later.sum())[:, None]
+    for spec in (ModelSpec(algorithm="ridge"), ModelSpec(algorithm="hgb", params={"max_iter": 10})):
+        before = walk_forward_predictions(build_features(panel, FeatureConfig(), LABELS), spec, WALK, LABELS).predictions
+        after = walk_forward_predictions(build_features(changed, FeatureConfig(), LABELS), spec, WALK, LABELS).predictions
+        upto_before = before[before["date"] <= cutoff].reset_index(drop=True)
+        upto_after = after[after["date"] <= cutoff].reset_index(drop=True)
+        assert len(upto_before) > 100
+        pd.testing.assert_series_equal(upto_before["prediction"], upto_after["prediction"])
+        assert not np.allclose(before.loc[before["date"] > cutoff, "prediction"], after.loc[after["date"] > cutoff, "prediction"])
