@@ -41,6 +41,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--horizon", type=int, metavar="DAYS", help="label horizon in trading days (default 21)")
     parser.add_argument("--top-n", type=int, metavar="N", help="stocks held per rebalance (default 10)")
     parser.add_argument("--cost-bps", type=float, metavar="BPS", help="transaction cost per side in bps (default 10)")
+    parser.add_argument("--rebalance-every", type=int, metavar="DAYS", help="trading days between rebalances (default 21)")
+    parser.add_argument("--min-train-days", type=int, metavar="DAYS",
+                        help="trading days of known labels before the first decision (default 504)")
     parser.add_argument("--algorithms", metavar="LIST", help="comma-separated subset of ridge,lasso,elasticnet,hgb")
     parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
 
@@ -63,29 +66,40 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Detect the layout, validate, and write prices.parquet, benchmark.parquet, "
                                         "quality.json and manifest.json (atomically).")
     ingest.add_argument("--data", metavar="PATH", help="a file or folder in a supported layout (default: embedded data)")
-    ingest.add_argument("--output", metavar="DIR", required=True)
-    ingest.add_argument("--config", metavar="FILE")
-    ingest.add_argument("--quiet", action="store_true")
+    ingest.add_argument("--output", metavar="DIR", required=True, help="folder for the canonical panel and reports")
+    ingest.add_argument("--config", metavar="FILE", help="YAML run configuration (its `validation` section applies)")
+    ingest.add_argument("--quiet", action="store_true", help="no progress output on stderr")
 
-    features = sub.add_parser("features", help="point-in-time features and labels from an ingest folder")
+    features = sub.add_parser("features", help="point-in-time features and labels from an ingest folder",
+                              description="Build point-in-time features and labels from an ingest folder: "
+                                          "features.parquet and features_meta.json (features skipped for lack of "
+                                          "volume or high/low are listed).")
     features.add_argument("--input", metavar="DIR", required=True, help="an ingest output folder")
     features.add_argument("--output", metavar="DIR", required=True)
     _add_common(features)
 
-    train = sub.add_parser("train", help="walk-forward training and out-of-sample predictions per algorithm")
+    train = sub.add_parser("train", help="walk-forward training and out-of-sample predictions per algorithm",
+                           description="Walk-forward training and out-of-sample predictions per algorithm: "
+                                       "predictions_<algo>.parquet, model_<algo>.pkl (the last refit) and "
+                                       "training_<algo>.json (every refit's window, parameters and coefficients).")
     train.add_argument("--features", metavar="DIR", required=True, help="a features output folder")
     train.add_argument("--output", metavar="DIR", required=True)
     _add_common(train)
 
-    backtest = sub.add_parser("backtest", help="portfolios, benchmarks, metrics, plots and summary.json")
+    backtest = sub.add_parser("backtest", help="portfolios, benchmarks, metrics, plots and summary.json",
+                              description="Portfolios, benchmarks, metrics, plots and summary.json from the ingest, "
+                                          "features and train folders (all algorithms found in --training unless "
+                                          "--algorithms says otherwise).")
     backtest.add_argument("--input", metavar="DIR", required=True, help="the ingest output folder")
     backtest.add_argument("--features", metavar="DIR", required=True, help="the features output folder")
     backtest.add_argument("--training", metavar="DIR", required=True, help="the train output folder")
     backtest.add_argument("--output", metavar="DIR", required=True)
     _add_common(backtest)
 
-    config = sub.add_parser("config", help="print the effective configuration as YAML")
-    config.add_argument("--config", metavar="FILE")
+    config = sub.add_parser("config", help="print the effective configuration as YAML",
+                            description="Print the effective configuration as YAML: every option with its default "
+                                        "(or the value from --config), ready to edit and pass back with --config.")
+    config.add_argument("--config", metavar="FILE", help="YAML file to merge over the defaults")
     return parser
 
 
@@ -97,6 +111,8 @@ def _load_config(args: argparse.Namespace):
         "labels.horizon_days": getattr(args, "horizon", None),
         "portfolio.top_n": getattr(args, "top_n", None),
         "portfolio.cost_bps_per_side": getattr(args, "cost_bps", None),
+        "walk_forward.rebalance_every_days": getattr(args, "rebalance_every", None),
+        "walk_forward.min_train_days": getattr(args, "min_train_days", None),
     }
     cfg = load_config(getattr(args, "config", None), overrides)
     if getattr(args, "algorithms", None):
@@ -164,6 +180,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         panel = load_panel(args.input)
         features = load_features(args.features)
+        if not args.algorithms:  # evaluate whatever `train` wrote
+            trained = sorted(p.stem.removeprefix("training_") for p in Path(args.training).glob("training_*.json"))
+            if trained:
+                cfg = cfg.with_algorithms(trained)
         results = {spec.name: load_training(args.training, spec.name) for spec in cfg.models}
         quality_path = Path(args.input) / "quality.json"
         quality = yaml.safe_load(quality_path.read_text()) if quality_path.is_file() else None

@@ -124,6 +124,12 @@ class RunConfig(_Strict):
     portfolio: PortfolioConfig = PortfolioConfig()
     benchmarks: BenchmarkConfig = BenchmarkConfig()
     seed: int = 0
+    threads: int = Field(
+        1,
+        ge=1,
+        description="OpenMP/BLAS threads per model fit. 1 by default: per-algorithm steps run side by side "
+        "(pipeline fan-out), and OpenMP's spin-waiting threads on a busy core slow a fit down many times over.",
+    )
 
     @field_validator("models")
     @classmethod

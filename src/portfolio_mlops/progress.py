@@ -11,7 +11,9 @@ from typing import Callable, Iterator, TextIO
 class Progress:
     """Reports phases and step counts. `null_progress` is silent (library use, tests)."""
 
-    def __init__(self, stream: TextIO | None = sys.stderr, enabled: bool = True):
+    def __init__(self, stream: TextIO | None = None, enabled: bool = True):
+        # Resolve stderr now, not at import: callers may have redirected it since.
+        stream = stream if stream is not None else sys.stderr
         self.stream = stream
         self.enabled = enabled and stream is not None
         self.live = bool(self.enabled and hasattr(stream, "isatty") and stream.isatty())
@@ -48,4 +50,4 @@ class Progress:
         return report
 
 
-null_progress = Progress(stream=None, enabled=False)
+null_progress = Progress(enabled=False)

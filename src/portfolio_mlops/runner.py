@@ -37,7 +37,7 @@ class ChainResult:
 def train_all(features: FeatureSet, cfg: RunConfig, progress: Progress = null_progress) -> dict[str, WalkForwardResult]:
     return {
         spec.name: walk_forward_predictions(features, spec, cfg.walk_forward, cfg.labels, seed=cfg.seed,
-                                            progress=progress.step(spec.name))
+                                            progress=progress.step(spec.name), threads=cfg.threads)
         for spec in cfg.models
     }
 

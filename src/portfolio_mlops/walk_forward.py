@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
+from threadpoolctl import threadpool_limits
 
 from portfolio_mlops.config import LabelConfig, ModelSpec, WalkForwardConfig
 from portfolio_mlops.errors import InsufficientDataError
@@ -129,8 +130,15 @@ def walk_forward_predictions(
     labels: LabelConfig,
     seed: int = 0,
     progress: Progress = _silent,
+    threads: int = 1,
 ) -> WalkForwardResult:
     """Out-of-sample predictions for every rebalance date (see the module docstring for timing)."""
+    with threadpool_limits(limits=threads):
+        return _walk_forward(features, spec, walk_forward, labels, seed, progress)
+
+
+def _walk_forward(features: FeatureSet, spec: ModelSpec, walk_forward: WalkForwardConfig, labels: LabelConfig,
+                  seed: int, progress: Progress) -> WalkForwardResult:
     started = time.perf_counter()
     schedule = rebalance_schedule(features, walk_forward, labels)
     trainer = _Trainer(features, spec, seed)

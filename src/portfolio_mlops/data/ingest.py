@@ -56,6 +56,7 @@ def build_panel(source: str | Path | None, cfg: ValidationConfig) -> tuple[Panel
         "start": report.start,
         "end": report.end,
         "trading_days": int(prices["date"].nunique()),
+        "adjusted": raw.adjusted,
         "columns_available": [c for c in prices.columns if prices[c].notna().any()],
         "benchmark": None if benchmark is None else {
             "name": raw.benchmark_name, "rows": int(len(benchmark)),
@@ -71,6 +72,8 @@ def build_panel(source: str | Path | None, cfg: ValidationConfig) -> tuple[Panel
 def write_panel(panel: Panel, report: QualityReport, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # The manifest marks a complete, consistent folder: withdraw it before touching anything else.
+    (out / "manifest.json").unlink(missing_ok=True)
     atomic.write_parquet(out / "prices.parquet", panel.prices)
     bench_path = out / "benchmark.parquet"
     if panel.benchmark is not None:

@@ -11,6 +11,7 @@ Nothing here fixes or drops data: that is `validation`'s job, where every action
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -147,12 +148,15 @@ def _read_csv(path: Path, columns: dict[str, str], numeric: tuple[str, ...]) -> 
 
 
 def _raise_bad_number(path: Path, actual: dict[str, str], numeric: tuple[str, ...], exc: Exception) -> None:
-    as_text = pacsv.read_csv(
-        path,
-        convert_options=pacsv.ConvertOptions(
-            include_columns=list(actual), column_types={c: pa.string() for c in actual}, strings_can_be_null=True
-        ),
-    ).to_pandas()
+    try:
+        as_text = pacsv.read_csv(
+            path,
+            convert_options=pacsv.ConvertOptions(
+                include_columns=list(actual), column_types={c: pa.string() for c in actual}, strings_can_be_null=True
+            ),
+        ).to_pandas()
+    except (pa.ArrowInvalid, UnicodeDecodeError) as text_exc:  # ragged rows, bad encoding: not a number problem
+        raise DataValidationError(f"{path}: cannot parse: {text_exc}") from exc
     for col, canonical in actual.items():
         if canonical not in numeric:
             continue
@@ -186,11 +190,12 @@ def _parse_dates(frame: pd.DataFrame, path: Path, column: str = "date") -> pd.Se
 def _finish(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     """Add lineage columns and every canonical column (missing ones as NaN)."""
     frame["date"] = _parse_dates(frame, path)
-    tickers = frame["ticker"]
-    if tickers.isna().any():
-        row = int(np.flatnonzero(tickers.isna().to_numpy())[0])
+    tickers = frame["ticker"].astype("string").str.strip().str.upper()
+    empty = tickers.isna() | (tickers == "")
+    if empty.any():
+        row = int(np.flatnonzero(empty.to_numpy())[0])
         raise DataValidationError(f"{path}: data row {row + 1}, field 'ticker': the symbol is empty")
-    frame["ticker"] = tickers.str.strip().str.upper()
+    frame["ticker"] = tickers.astype(str)
     for column in (*PRICE_COLUMNS, "volume"):
         if column not in frame:
             frame[column] = np.nan
@@ -263,6 +268,9 @@ def _read_canonical(path: Path) -> RawDataset:
         raise DataLayoutError(f"{path}: canonical Parquet needs date, ticker and close or adj_close; found {list(frame.columns)}.\n{SUPPORTED_LAYOUTS}")
     frame = frame.copy()
     adjusted = "adj_close" in frame
+    manifest_path = path.parent / "manifest.json"
+    if path.name == "prices.parquet" and manifest_path.is_file():  # our own ingest output knows its origin
+        adjusted = bool(json.loads(manifest_path.read_text(encoding="utf-8")).get("adjusted", adjusted))
     if "adj_close" not in frame:
         frame["adj_close"] = frame["close"]
     if "close" not in frame:

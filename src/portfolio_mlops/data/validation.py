@@ -128,7 +128,7 @@ def validate_prices(raw: RawDataset, cfg: ValidationConfig) -> tuple[pd.DataFram
 
     prices = _deduplicate(prices, report)
     prices = _sort_and_report_order(prices, report)
-    limit = cfg.max_abs_log_return or (0.6 if raw.adjusted else 1.0)
+    limit = cfg.max_abs_log_return or (1.0 if raw.adjusted else 0.6)
     prices = _extreme_moves(prices, cfg.extreme_move_policy, limit, report)
 
     counts = prices.groupby("ticker", sort=False).size()
@@ -160,25 +160,21 @@ def validate_prices(raw: RawDataset, cfg: ValidationConfig) -> tuple[pd.DataFram
 
 def _deduplicate(prices: pd.DataFrame, report: QualityReport) -> pd.DataFrame:
     keys = ["date", "ticker"]
-    dup_any = prices.duplicated(keys, keep=False)
-    if not dup_any.any():
-        report.add("duplicate_rows", "extra copies dropped", count=0)
-        return prices
-    dups = prices[dup_any]
     value_cols = ["open", "high", "low", "close", "adj_close", "volume"]
-    exact = dups.duplicated([*keys, *value_cols], keep="first")
-    conflicting = dups[~dups.duplicated([*keys, *value_cols], keep=False)]
-    if not conflicting.empty:
-        first = conflicting.iloc[0]
-        others = conflicting[(conflicting["date"] == first["date"]) & (conflicting["ticker"] == first["ticker"])]
-        rows = ", ".join(f"{r.source} data row {r.source_row}" for r in others.itertuples())
+    exact = prices.duplicated([*keys, *value_cols], keep="first")
+    report.add("duplicate_rows", "extra copies dropped", prices[exact])
+    unique = prices[~exact]
+    conflicting = unique.duplicated(keys, keep=False)
+    if conflicting.any():
+        first = unique[conflicting].iloc[0]
+        same_key = (prices["date"] == first["date"]) & (prices["ticker"] == first["ticker"])
+        rows = ", ".join(f"{r.source} data row {r.source_row}" for r in prices[same_key].itertuples())
+        pairs = unique[conflicting].drop_duplicates(keys).shape[0]
         raise DataValidationError(
             f"conflicting duplicates: {first['ticker']} on {first['date']:%Y-%m-%d} appears with different "
-            f"prices at {rows} ({conflicting.drop_duplicates(keys).shape[0]} (date, ticker) pairs in all); "
-            "remove one copy of each"
+            f"prices at {rows} ({pairs} (date, ticker) pairs in all); keep one version of each"
         )
-    report.add("duplicate_rows", "extra copies dropped", dups[exact])
-    return prices.drop(index=dups[exact].index)
+    return unique
 
 
 def _sort_and_report_order(prices: pd.DataFrame, report: QualityReport) -> pd.DataFrame:
