@@ -7,7 +7,9 @@ Writes a folder with
     params.json          the generation parameters (written last; a rerun with the same ones is a no-op)
 
 Prices are geometric random walks: log return = beta * market + sector + idiosyncratic (Student-t
-tails, clipped at |0.25|), daily vol 1-3%, no predictable component (an honest model finds IC ~ 0).
+tails, clipped at |0.25|), daily vol 1-3%, no serial dependence. Beta and volatility are fixed per stock,
+so the cross-section is slightly predictable from volatility features (beta x positive market drift, and
+the sigma^2/2 convexity of simple returns): a small positive IC (~0.01) is expected, not a leak.
 Some tickers list later than 2010-01-04; a few of those carry empty-price rows (Date and Symbol only)
 for the days before their first trade, as the real Kaggle file does. Adj Close includes a smooth
 dividend adjustment, so Close > Adj Close in the past. Values are float32-rounded, like the real
