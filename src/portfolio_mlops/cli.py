@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="inprocess: everything in this Python process (the only engine so far)")
     run.add_argument("--data", metavar="PATH", help="a file or folder in a supported layout (default: embedded data)")
     run.add_argument("--output", metavar="DIR", default="outputs/run", help="report folder (default: outputs/run)")
+    run.add_argument("--no-tracking", action="store_true",
+                     help="skip MLflow (by default every run is logged to MLFLOW_TRACKING_URI, or to the embedded "
+                          "store mlflow.db + mlruns/ in the working directory, and promotion runs)")
+    run.add_argument("--no-promote", action="store_true", help="log and register, but do not run promotion")
     _add_common(run)
 
     ingest = sub.add_parser("ingest", help="read and validate data, write the canonical Parquet panel",
@@ -95,6 +99,23 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--training", metavar="DIR", required=True, help="the train output folder")
     backtest.add_argument("--output", metavar="DIR", required=True)
     _add_common(backtest)
+
+    promote = sub.add_parser(
+        "promote", help="judge a run's registered versions and move the champion alias only on evidence",
+        description="Judge the model versions a pipeline run registered against the current champion, with the "
+                    "configured policy (gates: IC t-stat, net excess over equal weight; margin over the champion on "
+                    "the same data, re-evaluating the champion when it was judged on other data). Records the "
+                    "decision and its reasons as tags; re-running on the same inputs changes nothing.")
+    promote.add_argument("--run-id", metavar="ID", help="the parent run (default: the experiment's latest)")
+    promote.add_argument("--config", metavar="FILE", help="YAML run configuration (its `promotion` and `tracking` sections)")
+    promote.add_argument("--data", metavar="PATH", help="data for re-evaluating the champion (default: the run's data source)")
+
+    models = sub.add_parser("models", help="list registered versions with aliases, metrics and decisions",
+                            description="List every version of the registered model: aliases (champion, "
+                                        "challenger), algorithm, key metrics, data digest and the recorded promotion "
+                                        "decision.")
+    models.add_argument("--config", metavar="FILE", help="YAML run configuration (its `tracking` section)")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     config = sub.add_parser("config", help="print the effective configuration as YAML",
                             description="Print the effective configuration as YAML: every option with its default "
@@ -143,9 +164,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         result = run_chain(cfg, args.output, progress)
         print(summary_table(result.summary))
+        if not args.no_tracking:
+            from portfolio_mlops.runner import track_and_promote
+
+            tracked, decision = track_and_promote(result, cfg, args.output, not args.no_promote, progress)
+            versions = ", ".join(f"{a} v{v}" for a, v in tracked.model_versions.items())
+            print(f"\nmlflow: {tracked.tracking_uri}  run {tracked.parent_run_id}  registered {cfg.tracking.registered_model}: {versions}")
+            if decision is not None:
+                print(decision.summary_line())
         print(f"\nreport: {Path(args.output).resolve()}/summary.json (+ equity_curves.png, drawdowns.png, rolling_ic.png)"
               f"  [{time.perf_counter() - started:.1f}s]")
         return 0
+    if args.command == "promote":
+        return _promote(args, cfg)
+    if args.command == "models":
+        return _models(args, cfg)
     if args.command == "ingest":
         from portfolio_mlops.data.ingest import ingest
 
@@ -191,6 +224,66 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(summary_table(summary))
         return 0
     raise AssertionError(args.command)
+
+
+def _promote(args: argparse.Namespace, cfg) -> int:
+    import mlflow
+
+    from portfolio_mlops import promotion
+    from portfolio_mlops.data.ingest import build_panel
+    from portfolio_mlops.errors import PromotionError
+    from portfolio_mlops.runner import reevaluate_config
+    from portfolio_mlops.tracking import check_server
+
+    check_server(mlflow.get_tracking_uri())
+    client = mlflow.MlflowClient()
+    run_id = args.run_id
+    if run_id is None:
+        experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+        runs = client.search_runs([experiment.experiment_id], "tags.data_digest != ''", order_by=["attributes.start_time DESC"],
+                                  max_results=50) if experiment else []
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and r.info.status == "FINISHED"]
+        if not parents:
+            raise PromotionError(f"no finished pipeline run in experiment {cfg.tracking.experiment!r}; run `portfolio-mlops run` first")
+        run_id = parents[0].info.run_id
+    source = args.data or client.get_run(run_id).data.tags.get("data_source")
+    data = None if source in (None, "embedded default") else source
+
+    def reevaluate(config_json: str) -> dict[str, float]:
+        panel, _ = build_panel(data, cfg.validation)
+        return reevaluate_config(panel, config_json)
+
+    decision = promotion.promote(cfg.tracking.registered_model, run_id, cfg.promotion, reevaluate, client)
+    print(decision.summary_line())
+    for version, verdict in decision.candidates.items():
+        print(f"  v{version} {verdict['algorithm']:<11} {verdict['decision']:<13} {'; '.join(verdict['reasons'])}")
+    return 0
+
+
+def _models(args: argparse.Namespace, cfg) -> int:
+    import json
+
+    from portfolio_mlops.promotion import list_versions
+
+    rows = list_versions(cfg.tracking.registered_model)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no versions of {cfg.tracking.registered_model!r} yet (run `portfolio-mlops run`)")
+        return 0
+
+    def fmt(value: str | None, spec: str) -> str:
+        try:
+            return format(float(value), spec)
+        except (TypeError, ValueError):
+            return "n/a"
+
+    print(f"{'ver':>4}  {'aliases':<20} {'algorithm':<11} {'Sharpe':>7} {'IC t':>6} {'xs EW':>8}  {'data':<14} decision")
+    for r in rows:
+        print(f"{r['version']:>4}  {','.join(r['aliases']) or '-':<20} {r['algorithm']:<11} {fmt(r['net_sharpe'], '7.2f')} "
+              f"{fmt(r['ic_tstat'], '6.2f')} {fmt(r['excess_vs_equal_weight'], '+8.2%')}  {r['data_digest'][7:19]:<14} {r['decision']}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -114,6 +114,30 @@ class BenchmarkConfig(_Strict):
     )
 
 
+class TrackingConfig(_Strict):
+    """Where runs go. The tracking server itself comes from MLFLOW_TRACKING_URI (unset: MLflow's own
+    embedded default, a sqlite store `mlflow.db` and `mlruns/` in the working directory)."""
+
+    experiment: str = "sp500-stock-ranking"
+    registered_model: str = "sp500-stock-ranker"
+    equity_curve_every_days: int = Field(
+        1, ge=1, description="Log every k-th day of each equity curve as metric history (1 = every day)."
+    )
+
+
+class PromotionPolicy(_Strict):
+    """When a candidate becomes `champion`. Every gate must pass; every decision is recorded with reasons."""
+
+    rank_by: Literal["net_sharpe", "icir"] = Field("net_sharpe", description="How candidates are ordered.")
+    min_ic_tstat: float = Field(2.0, description="IC t-stat (non-overlapping dates) a candidate needs.")
+    min_excess_vs_equal_weight: float = Field(
+        0.0, description="Annualised net excess return over the equal-weight universe a candidate must exceed."
+    )
+    margin: float = Field(
+        0.05, ge=0, description="How much the candidate must beat the champion by, in `rank_by` units, on the same data."
+    )
+
+
 class RunConfig(_Strict):
     data: str | None = Field(None, description="Path to user data (file or folder); None = embedded default.")
     validation: ValidationConfig = ValidationConfig()
@@ -123,6 +147,8 @@ class RunConfig(_Strict):
     models: list[ModelSpec] = Field(default_factory=default_models)
     portfolio: PortfolioConfig = PortfolioConfig()
     benchmarks: BenchmarkConfig = BenchmarkConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    promotion: PromotionPolicy = PromotionPolicy()
     seed: int = 0
     threads: int = Field(
         1,

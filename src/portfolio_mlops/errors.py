@@ -22,3 +22,11 @@ class ConfigError(PortfolioMLOpsError):
 
 class InsufficientDataError(PortfolioMLOpsError):
     """Too little history for the requested walk-forward schedule."""
+
+
+class TrackingError(PortfolioMLOpsError):
+    """MLflow tracking or the model registry failed; the message says at which stage and where."""
+
+
+class PromotionError(PortfolioMLOpsError):
+    """Promotion could not reach a decision (e.g. no candidates)."""

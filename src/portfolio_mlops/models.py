@@ -100,7 +100,8 @@ class RunningMoments:
         )
 
 
-def fit_from_moments(estimator: BaseEstimator, moments: Moments) -> BaseEstimator:
+def fit_from_moments(estimator: BaseEstimator, moments: Moments,
+                     feature_names: tuple[str, ...] | list[str] | None = None) -> BaseEstimator:
     """Fit a Ridge / Lasso / ElasticNet (fit_intercept=True) from moments; returns a fitted clone."""
     if moments.n < 2:
         raise ValueError("need at least two samples to fit")
@@ -119,6 +120,8 @@ def fit_from_moments(estimator: BaseEstimator, moments: Moments) -> BaseEstimato
     fitted.coef_ = coef
     fitted.intercept_ = float(mean_y - mean_x @ coef)
     fitted.n_features_in_ = len(coef)
+    if feature_names is not None:  # as if fitted on a DataFrame with these columns
+        fitted.feature_names_in_ = np.asarray(list(feature_names), dtype=object)
     if not isinstance(estimator, Ridge):
         fitted.n_iter_ = 0
         fitted.dual_gap_ = 0.0

@@ -32,6 +32,8 @@ class ChainResult:
     results: dict[str, WalkForwardResult]
     outputs: dict[str, Path]
     timings: dict[str, float]
+    panel: Panel
+    features: FeatureSet
 
 
 def train_all(features: FeatureSet, cfg: RunConfig, progress: Progress = null_progress) -> dict[str, WalkForwardResult]:
@@ -92,7 +94,45 @@ def run_chain(cfg: RunConfig, output_dir: str | Path, progress: Progress = null_
     with progress.phase("evaluate + report"):
         summary, evaluation, outputs = evaluate_and_report(panel, features, results, cfg, output_dir, report.to_dict())
     timings["evaluate"] = time.perf_counter() - started
-    return ChainResult(summary, evaluation, results, outputs, timings)
+    return ChainResult(summary, evaluation, results, outputs, timings, panel, features)
+
+
+def reevaluate_config(panel: Panel, config_json: str) -> dict[str, float]:
+    """A registered version's logged config, walked forward on `panel`: its promotion numbers there."""
+    from portfolio_mlops.config import BenchmarkConfig
+    from portfolio_mlops.tracking import key_metrics
+
+    cfg = RunConfig.model_validate_json(config_json)
+    cfg = cfg.model_copy(update={"benchmarks": BenchmarkConfig(random_seeds=0, factors=[])})
+    features = build_features(panel.prices, cfg.features, cfg.labels)
+    results = train_all(features, cfg)
+    evaluation = evaluate(features, to_grid(panel.prices), results, cfg, None)
+    return key_metrics(evaluation.summary["algorithms"][cfg.models[0].name])
+
+
+def track_and_promote(chain: ChainResult, cfg: RunConfig, output_dir: str | Path, promote_models: bool = True,
+                      progress: Progress = null_progress):
+    """Log the chain to MLflow, register its versions and run promotion; record both in the output folder."""
+    from portfolio_mlops import promotion, tracking
+
+    with progress.phase("mlflow: log + register"):
+        tracked = tracking.log_chain(chain, chain.features, cfg, output_dir, cfg.data)
+    decision = None
+    if promote_models:
+        with progress.phase("promotion"):
+            decision = promotion.promote(cfg.tracking.registered_model, tracked.parent_run_id, cfg.promotion,
+                                         lambda config_json: reevaluate_config(chain.panel, config_json))
+    record = {
+        "mlflow": {"tracking_uri": tracked.tracking_uri, "experiment_id": tracked.experiment_id,
+                   "parent_run_id": tracked.parent_run_id, "child_run_ids": tracked.child_run_ids,
+                   "registered_model": cfg.tracking.registered_model, "model_versions": tracked.model_versions},
+        "promotion": decision.to_dict() if decision else None,
+    }
+    summary_path = Path(output_dir) / "summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    summary.update(record)
+    atomic.write_json(summary_path, summary)
+    return tracked, decision
 
 
 # File-based steps, for running one stage at a time (and, later, one pipeline component per step).

@@ -89,17 +89,21 @@ class _Trainer:
         self.linear = spec.algorithm in LINEAR_ALGORITHMS
         self.moments = RunningMoments(self.x, self.y, self.pos, len(features.dates)) if self.linear else None
 
+    def frame(self, x: np.ndarray) -> pd.DataFrame:
+        """Named columns: fitted models then carry feature_names_in_, and so do the logged models."""
+        return pd.DataFrame(x, columns=list(self.names))
+
     def fit(self, first_date: int, last_date: int, params: dict[str, Any]) -> tuple[BaseEstimator, int]:
         estimator = make_estimator(self.spec, params, self.seed)
         if self.linear:
             window = self.moments.window(first_date, last_date)
-            return fit_from_moments(estimator, window), int(window.n)
+            return fit_from_moments(estimator, window, self.names), int(window.n)
         lo, hi = np.searchsorted(self.pos, [first_date, last_date + 1])
         rows = np.arange(lo, hi)
         stride = self.spec.train_sample_every_days
         if stride > 1:
             rows = rows[self.pos[rows] % stride == 0]
-        return estimator.fit(self.x[rows], self.y[rows]), len(rows)
+        return estimator.fit(self.frame(self.x[rows]), self.y[rows]), len(rows)
 
     def search(self, first_date: int, last_date: int, gap: int) -> tuple[dict[str, Any], dict[str, float]]:
         """Pick params on a purged validation tail of the training window by mean rank IC."""
@@ -116,7 +120,7 @@ class _Trainer:
         best, best_score = candidates[0], -np.inf
         for params in candidates:
             model, _ = self.fit(first_date, inner_last, params)
-            ic = rank_ic_by_date(self.pos[lo:hi], model.predict(self.x[lo:hi]), self.y[lo:hi]).mean()
+            ic = rank_ic_by_date(self.pos[lo:hi], model.predict(self.frame(self.x[lo:hi])), self.y[lo:hi]).mean()
             scores[str({k: params[k] for k in keys})] = float(ic)
             if np.isfinite(ic) and ic > best_score:
                 best, best_score = params, ic
@@ -170,7 +174,7 @@ def _walk_forward(features: FeatureSet, spec: ModelSpec, walk_forward: WalkForwa
             progress(len(refits), n_refits, f"{spec.algorithm}: refit {len(refits)}/{n_refits}")
         lo, hi = np.searchsorted(frame_pos, [decision, decision + 1])
         block = frame.iloc[lo:hi][["date", "ticker", "date_pos", "label", "label_raw"]].copy()
-        block["prediction"] = model.predict(x_all.iloc[lo:hi].to_numpy(dtype=float))
+        block["prediction"] = model.predict(x_all.iloc[lo:hi])
         block["refit_date"] = refits[-1]["decision_date"]
         outputs.append(block)
     predictions = pd.concat(outputs, ignore_index=True)

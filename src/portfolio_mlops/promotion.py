@@ -1,0 +1,225 @@
+"""Evidence-based promotion: the `champion` alias moves only when a candidate passes every gate and
+beats the current champion on the same data by a margin.
+
+`decide` is a pure function of the evidence and the policy; `promote` gathers the evidence from the
+registry (re-evaluating the champion on the current data when it was judged on other data), applies
+the decision (aliases, tags) and records it with its reasons. Re-running `promote` for the same
+pipeline run when nothing else has changed returns the recorded decision and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from portfolio_mlops.config import PromotionPolicy
+from portfolio_mlops.errors import PromotionError
+from portfolio_mlops.tracking import PARENT_TAG
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What promotion knows about one model version, measured on one data set (`data_digest`)."""
+
+    version: str
+    algorithm: str
+    data_digest: str
+    net_sharpe: float
+    icir: float
+    ic_tstat: float
+    excess_vs_equal_weight: float
+
+    def score(self, rank_by: str) -> float:
+        value = getattr(self, rank_by)
+        return value if math.isfinite(value) else -math.inf
+
+    def label(self) -> str:
+        return f"v{self.version} ({self.algorithm})"
+
+
+@dataclass
+class Decision:
+    promoted: bool
+    champion_before: str | None
+    champion_after: str | None
+    challenger: str | None
+    best_candidate: str | None
+    reasons: list[str]
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)  # version -> {decision, reasons}
+    policy: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary_line(self) -> str:
+        verdict = (f"promoted v{self.champion_after} to {CHAMPION}" if self.promoted
+                   else f"{CHAMPION} unchanged ({'v' + self.champion_before if self.champion_before else 'none'})")
+        return f"promotion: {verdict}: " + "; ".join(self.reasons)
+
+
+def gate_failures(candidate: Evidence, policy: PromotionPolicy) -> list[str]:
+    failures = []
+    if not (candidate.ic_tstat >= policy.min_ic_tstat):
+        failures.append(f"IC t-stat {candidate.ic_tstat:.2f} < {policy.min_ic_tstat:.2f}")
+    if not (candidate.excess_vs_equal_weight > policy.min_excess_vs_equal_weight):
+        failures.append(f"net excess over equal weight {candidate.excess_vs_equal_weight:+.2%} <= "
+                        f"{policy.min_excess_vs_equal_weight:+.2%}")
+    return failures
+
+
+def decide(candidates: list[Evidence], champion: Evidence | None, policy: PromotionPolicy) -> Decision:
+    """Pure decision. `champion`, when given, must be measured on the candidates' data."""
+    if not candidates:
+        raise PromotionError("no candidate model versions to judge")
+    rank_name = policy.rank_by.replace("_", " ")
+    ranked = sorted(candidates, key=lambda c: (-c.score(policy.rank_by), int(c.version)))
+    verdicts: dict[str, dict[str, Any]] = {}
+    for candidate in ranked:
+        failures = gate_failures(candidate, policy)
+        verdicts[candidate.version] = {"algorithm": candidate.algorithm,
+                                       "decision": "refused" if failures else "eligible", "reasons": failures}
+    eligible = [c for c in ranked if not verdicts[c.version]["reasons"]]
+    before = champion.version if champion else None
+    promoted, after = False, before
+    if not eligible:
+        reasons = ["no candidate passed the gates: " + "; ".join(
+            f"{c.label()}: {', '.join(verdicts[c.version]['reasons'])}" for c in ranked)]
+    else:
+        best = eligible[0]
+        best_text = f"{best.label()} {rank_name} {best.score(policy.rank_by):.3f}"
+        if champion is None:
+            promoted, after = True, best.version
+            reasons = [f"no {CHAMPION} yet; {best_text} passes every gate"]
+        elif champion.version == best.version:
+            reasons = [f"{best.label()} is already {CHAMPION}"]
+        elif best.score(policy.rank_by) >= champion.score(policy.rank_by) + policy.margin:
+            promoted, after = True, best.version
+            reasons = [f"{best_text} beats {CHAMPION} {champion.label()} "
+                       f"({champion.score(policy.rank_by):.3f} on the same data) by >= {policy.margin:g}"]
+        else:
+            reasons = [f"{best_text} does not beat {CHAMPION} {champion.label()} "
+                       f"({champion.score(policy.rank_by):.3f} on the same data) by the margin {policy.margin:g}"]
+        for candidate in eligible:
+            verdict = verdicts[candidate.version]
+            if candidate.version == after:
+                verdict["decision"] = "promoted" if promoted else CHAMPION
+                verdict["reasons"] = reasons
+            elif candidate is best:
+                verdict["decision"], verdict["reasons"] = "not promoted", reasons
+            else:
+                verdict["decision"], verdict["reasons"] = "not promoted", [f"ranked below {best.label()}"]
+    challenger = next((c.version for c in ranked if c.version != after), None)
+    return Decision(promoted, before, after, challenger, ranked[0].version, reasons, verdicts, policy.model_dump())
+
+
+def evidence_from_tags(version: str, tags: dict[str, str]) -> Evidence:
+    def number(key: str) -> float:
+        try:
+            return float(tags.get(key, "nan"))
+        except ValueError:
+            return float("nan")
+
+    return Evidence(version, tags.get("algorithm", "?"), tags.get("data_digest", ""), number("net_sharpe"),
+                    number("icir"), number("ic_tstat"), number("excess_vs_equal_weight"))
+
+
+Reevaluate = Callable[[str], dict[str, float]]  # champion's config JSON -> its metrics on the current data
+
+
+def promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reevaluate: Reevaluate | None = None,
+            client=None) -> Decision:
+    """Judge the versions registered by `parent_run_id` against the champion; apply and record."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = client or MlflowClient()
+    parent = client.get_run(parent_run_id)
+    recorded = parent.data.tags.get("promotion.result")
+    current_champion = _alias_version(client, model_name, CHAMPION)
+    if recorded:
+        previous = json.loads(recorded)
+        if previous.get("champion_after") == current_champion and previous.get("policy") == policy.model_dump():
+            return Decision(**previous)  # same inputs as last time: nothing to change
+
+    versions = [v for v in client.search_model_versions(f"name='{model_name}'")
+                if v.tags.get(PARENT_TAG) == parent_run_id]
+    if not versions:
+        raise PromotionError(f"run {parent_run_id} registered no versions of {model_name!r}; nothing to promote")
+    candidates = [evidence_from_tags(str(v.version), v.tags) for v in versions]
+    digest = candidates[0].data_digest
+    champion = None
+    notes = []
+    if current_champion is not None and current_champion not in {c.version for c in candidates}:
+        champion_version = client.get_model_version(model_name, current_champion)
+        champion = evidence_from_tags(current_champion, champion_version.tags)
+        if champion.data_digest != digest:
+            if reevaluate is None:
+                raise PromotionError(f"{CHAMPION} v{current_champion} was evaluated on other data "
+                                     f"({champion.data_digest[:19]}...); re-evaluation on the current data is needed")
+            measured = reevaluate(champion_version.tags["config"])
+            champion = Evidence(current_champion, champion.algorithm, digest, measured["net_sharpe"],
+                                measured["icir"], measured["ic_tstat"], measured["excess_vs_equal_weight"])
+            notes.append(f"{CHAMPION} {champion.label()} re-evaluated on the current data: "
+                         f"{policy.rank_by.replace('_', ' ')} {champion.score(policy.rank_by):.3f}")
+            for key, value in measured.items():
+                client.set_model_version_tag(model_name, current_champion, f"reevaluated.{digest[7:19]}.{key}", repr(value))
+    elif current_champion is not None:
+        champion = next(c for c in candidates if c.version == current_champion)
+
+    decision = decide(candidates, champion, policy)
+    decision.reasons = notes + decision.reasons
+    try:
+        if decision.promoted:
+            client.set_registered_model_alias(model_name, CHAMPION, decision.champion_after)
+        if decision.challenger:
+            client.set_registered_model_alias(model_name, CHALLENGER, decision.challenger)
+    except MlflowException as exc:
+        raise PromotionError(f"could not move the aliases of {model_name!r}: {exc}") from exc
+    for version, verdict in decision.candidates.items():
+        client.set_model_version_tag(model_name, version, "promotion.decision", verdict["decision"])
+        client.set_model_version_tag(model_name, version, "promotion.reasons", "; ".join(verdict["reasons"])[:4900] or "-")
+    client.set_tag(parent_run_id, "promotion.decision", "promoted" if decision.promoted else "not promoted")
+    client.set_tag(parent_run_id, "promotion.reasons", "; ".join(decision.reasons)[:4900])
+    client.set_tag(parent_run_id, "promotion.champion", decision.champion_after or "none")
+    client.set_tag(parent_run_id, "promotion.result", json.dumps(decision.to_dict())[:7900])
+    return decision
+
+
+def _alias_version(client, model_name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def list_versions(model_name: str, client=None) -> list[dict[str, Any]]:
+    """Every version with its aliases, key metrics and recorded decision, newest first."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = client or MlflowClient()
+    try:
+        model = client.get_registered_model(model_name)
+    except MlflowException:
+        return []
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    rows = []
+    for v in client.search_model_versions(f"name='{model_name}'"):
+        tags = v.tags
+        rows.append({
+            "version": int(v.version), "aliases": sorted(aliases.get(str(v.version), [])),
+            "algorithm": tags.get("algorithm", "?"), "net_sharpe": tags.get("net_sharpe"),
+            "ic_tstat": tags.get("ic_tstat"), "excess_vs_equal_weight": tags.get("excess_vs_equal_weight"),
+            "data_digest": tags.get("data_digest", ""), "decision": tags.get("promotion.decision", "-"),
+            "reasons": tags.get("promotion.reasons", ""), "run_id": v.run_id,
+        })
+    return sorted(rows, key=lambda r: -r["version"])

@@ -1,0 +1,329 @@
+"""Record a chain run in MLflow: one parent run, one child run per algorithm, then model versions.
+
+Order matters for faults: everything is logged first (params, metrics, metric history, artifacts,
+models); model versions are registered only after every run has finished successfully. A failure at
+any stage ends the open runs FAILED (when the server can still be told) and raises TrackingError
+naming the stage and the tracking URI, so no model version ever points at a half-written run.
+
+Tracking URI: MLFLOW_TRACKING_URI, or MLflow's embedded default (sqlite `mlflow.db` and `mlruns/` in
+the working directory). HTTP calls are retried by MLflow's client with exponential backoff; we cap
+the retries (MLFLOW_HTTP_REQUEST_MAX_RETRIES=4, backoff factor 1: about 15 s) unless set, so a dead
+server fails in seconds instead of minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from portfolio_mlops import __version__, metrics
+from portfolio_mlops.config import RunConfig
+from portfolio_mlops.errors import TrackingError
+from portfolio_mlops.features import FeatureSet
+from portfolio_mlops.models import feature_weights
+
+PARENT_TAG = "portfolio_mlops.parent_run_id"
+MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+
+
+@dataclass
+class TrackedRun:
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    child_run_ids: dict[str, str] = field(default_factory=dict)
+    model_versions: dict[str, str] = field(default_factory=dict)
+
+
+def _configure_retries() -> None:
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+def check_server(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, with a clear message, when an HTTP tracking server does not answer /health."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (the user's own server)
+            if response.status == 200:
+                return
+            problem = f"HTTP {response.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        problem = str(getattr(exc, "reason", exc))
+    raise TrackingError(f"MLflow server {tracking_uri} is not answering {url} ({problem}); start it "
+                        "(`portfolio-mlops stack up`) or unset MLFLOW_TRACKING_URI to use the embedded store")
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the working tree when there is one (-dirty if modified)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return f"{__version__}+g{sha}{'-dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"walk_forward.rebalance_every_days": "21", ...}; model lists keyed by algorithm."""
+    out: dict[str, str] = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}{key}."))
+    elif isinstance(value, list) and value and all(isinstance(v, dict) and "algorithm" in v for v in value):
+        for item in value:
+            out.update(flatten({k: v for k, v in item.items() if k != "algorithm"}, f"{prefix}{item['algorithm']}."))
+    else:
+        out[prefix.rstrip(".")] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return out
+
+
+def _finite_metrics(values: dict[str, Any], prefix: str) -> dict[str, float]:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_finite_metrics(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value):
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
+def algorithm_metrics(summary: dict[str, Any], algorithm: str) -> dict[str, float]:
+    """The flat metric set of one algorithm as logged to its child run."""
+    block = summary["algorithms"][algorithm]
+    flat = {}
+    flat.update(_finite_metrics(block["signal"], "signal."))
+    flat.update(_finite_metrics(block["portfolio"]["gross"], "gross."))
+    flat.update(_finite_metrics(block["portfolio"]["net"], "net."))
+    flat.update(_finite_metrics(block["excess"], "excess."))
+    flat.update(_finite_metrics({f"{k}bps": v for k, v in block["cost_sensitivity"].items()}, "cost."))
+    if block.get("random_percentile") is not None:
+        flat["random_percentile"] = float(block["random_percentile"])
+    return flat
+
+
+def _history(client, run_id: str, key: str, dates: pd.DatetimeIndex, values: np.ndarray, every: int = 1) -> None:
+    from mlflow.entities import Metric
+
+    points = [
+        Metric(key, float(v), int(d.value // 1_000_000), step)
+        for step, (d, v) in enumerate(zip(dates, values)) if step % every == 0 and math.isfinite(v)
+    ]
+    for start in range(0, len(points), MAX_BATCH):
+        client.log_batch(run_id, metrics=points[start:start + MAX_BATCH])
+
+
+def _log_params(client, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k[:250], v[:6000]) for k, v in params.items()]
+    for start in range(0, len(items), 100):  # MLflow's limit of params per batch
+        client.log_batch(run_id, params=items[start:start + 100])
+
+
+def _log_metrics(client, run_id: str, values: dict[str, float]) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, v, now, 0) for k, v in values.items()]
+    for start in range(0, len(items), MAX_BATCH):
+        client.log_batch(run_id, metrics=items[start:start + MAX_BATCH])
+
+
+def log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Path, data_source: str | None = None) -> TrackedRun:
+    """Log a finished chain (runner.ChainResult) and register one model version per algorithm."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    _configure_retries()
+    uri = mlflow.get_tracking_uri()
+    check_server(uri)
+    client = MlflowClient()
+    out = Path(output_dir)
+    summary = chain.summary
+    manifest = summary["data"]
+    digest = manifest["content_digest"]
+    stage = "creating the experiment"
+    tracked: TrackedRun | None = None
+    try:
+        experiment = mlflow.set_experiment(cfg.tracking.experiment)
+        stage = "opening the parent run"
+        tags = {
+            "code_version": code_version(),
+            "data_digest": digest,
+            "data_layout": manifest["layout"],
+            "data_source": data_source or "embedded default",
+        }
+        with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"chain {manifest['layout']}",
+                              tags=tags) as parent:
+            tracked = TrackedRun(uri, experiment.experiment_id, parent.info.run_id)
+            stage = "logging the parent run's params, metrics and lineage"
+            _log_params(client, parent.info.run_id, flatten(cfg.model_dump(mode="json")))
+            bench_metrics = {}
+            for name, values in summary["benchmarks"].items():
+                bench_metrics.update(_finite_metrics({k: v for k, v in values.items() if not isinstance(v, dict)},
+                                                     f"benchmark.{name}."))
+            _log_metrics(client, parent.info.run_id, bench_metrics)
+            _log_dataset(mlflow, features, manifest, data_source)
+            stage = "logging the parent run's artifacts"
+            for name in ("summary.json", "quality.json", "equity_curves.png", "drawdowns.png", "rolling_ic.png",
+                         "daily_returns_net.csv"):
+                if (out / name).is_file():
+                    client.log_artifact(parent.info.run_id, str(out / name))
+            for name in ("manifest.json", "quality.json"):
+                if (out / "data" / name).is_file():
+                    client.log_artifact(parent.info.run_id, str(out / "data" / name), artifact_path="data")
+            for algorithm, result in chain.results.items():
+                stage = f"logging the {algorithm} child run"
+                tracked.child_run_ids[algorithm] = _log_child(mlflow, client, chain, features, cfg, algorithm, result,
+                                                               out, tags, parent.info.run_id)
+        stage = "registering model versions"
+        tracked.model_versions = _register(client, chain, cfg, tracked, digest)
+        return tracked
+    except TrackingError:
+        raise
+    except Exception as exc:  # anything from the server, the store or the network
+        _mark_failed(client, tracked, f"{stage}: {exc}")
+        raise TrackingError(f"MLflow tracking at {uri} failed while {stage}: {type(exc).__name__}: "
+                            f"{_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+def _mark_failed(client, tracked: TrackedRun | None, reason: str) -> None:
+    """Best effort: the server may be the thing that is down."""
+    if tracked is None:
+        return
+    for run_id in [tracked.parent_run_id, *tracked.child_run_ids.values()]:
+        try:
+            client.set_tag(run_id, "failure", reason[:5000])
+            client.set_terminated(run_id, "FAILED")
+        except Exception:  # noqa: BLE001 - nothing more can be done; the raised error says what happened
+            pass
+
+
+def _log_dataset(mlflow, features: FeatureSet, manifest: dict[str, Any], data_source: str | None) -> None:
+    """Dataset lineage: the ingest manifest's digest and source, with the feature schema."""
+    sample = features.frame[["date", "ticker", *features.feature_names, "label"]].head(1000)
+    source = str(Path(data_source).resolve()) if data_source else str(Path(manifest["sources"][0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # MLflow's registry lists the local source type twice
+        dataset = mlflow.data.from_pandas(
+            sample, source=source, targets="label",
+            name=f"{manifest['layout']} ({manifest['tickers']} tickers, {manifest['start']}..{manifest['end']})"[:500],
+            digest=manifest["content_digest"].removeprefix("sha256:")[:36],
+        )
+    mlflow.log_input(dataset, context="training", tags={"content_digest": manifest["content_digest"],
+                                                       "rows": str(manifest["rows"])})
+
+
+def _log_child(mlflow, client, chain, features: FeatureSet, cfg: RunConfig, algorithm: str, result, out: Path,
+               parent_tags: dict[str, str], parent_run_id: str) -> str:
+    import sklearn
+    from mlflow.models import infer_signature
+
+    spec = next(m for m in cfg.models if m.name == algorithm)
+    with mlflow.start_run(run_name=algorithm, nested=True,
+                          tags={**parent_tags, "algorithm": algorithm, PARENT_TAG: parent_run_id}) as child:
+        run_id = child.info.run_id
+        _log_params(client, run_id, {"algorithm": algorithm, **flatten(spec.model_dump(mode="json"), "model."),
+                                     **flatten(cfg.model_dump(mode="json", exclude={"models"}))})
+        _log_metrics(client, run_id, algorithm_metrics(chain.summary, algorithm))
+        backtest = chain.evaluation.backtests[algorithm]
+        _history(client, run_id, "equity_net", backtest.dates, metrics.equity_curve(backtest.net(cfg.portfolio.cost_bps_per_side)),
+                 cfg.tracking.equity_curve_every_days)
+        ic = chain.evaluation.ic_by_date[algorithm]
+        _history(client, run_id, "ic", pd.DatetimeIndex(ic.index), ic.to_numpy())
+        _history(client, run_id, "rolling_ic_12", pd.DatetimeIndex(ic.index), metrics.rolling_ic(ic).to_numpy())
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch)
+            (folder / "refits.json").write_text(json.dumps(result.refits, indent=1, default=str))
+            weights = feature_weights(result.model, features.feature_names)
+            (folder / "coefficients.json").write_text(json.dumps(weights or _importances(result.model, features), indent=1))
+            (folder / "config.json").write_text(cfg.with_algorithms([algorithm]).model_dump_json(indent=1))
+            for name in (f"holdings_{algorithm}.csv", f"predictions_{algorithm}.parquet"):
+                if (out / name).is_file():
+                    client.log_artifact(run_id, str(out / name))
+            client.log_artifacts(run_id, str(folder))
+        example = features.frame.loc[features.frame["date_pos"] == features.frame["date_pos"].max(), list(features.feature_names)]
+        example = example.head(5).reset_index(drop=True)
+        versions = {name: __import__(name).__version__ for name in ("numpy", "pandas", "scipy")}
+        info = mlflow.sklearn.log_model(
+            result.model, name="model", skops_trusted_types=_skops_types(result.model),
+            signature=infer_signature(example, result.model.predict(example)),
+            input_example=example,
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}", *(f"{k}=={v}" for k, v in versions.items())],
+        )
+        client.set_tag(run_id, "model_uri", info.model_uri)
+    return run_id
+
+
+def _skops_types(model) -> list[str]:
+    """The scikit-learn internals our own, just-trained model contains (skops refuses unknown types on load)."""
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
+
+
+def _importances(model, features: FeatureSet) -> dict[str, str]:
+    return {"note": f"{type(model).__name__} has no coefficients; see refits.json for its training windows"}
+
+
+def _register(client, chain, cfg: RunConfig, tracked: TrackedRun, digest: str) -> dict[str, str]:
+    """One model version per algorithm, tagged with what promotion needs to judge it."""
+    import mlflow
+
+    versions = {}
+    for algorithm, run_id in tracked.child_run_ids.items():
+        model_uri = client.get_run(run_id).data.tags["model_uri"]
+        tags = {
+            "algorithm": algorithm,
+            "data_digest": digest,
+            "run_id": run_id,
+            PARENT_TAG: tracked.parent_run_id,
+            **{key: _text(value) for key, value in key_metrics(chain.summary["algorithms"][algorithm]).items()},
+            "config": cfg.with_algorithms([algorithm]).model_dump_json(),
+            "code_version": code_version(),
+        }
+        version = mlflow.register_model(model_uri, cfg.tracking.registered_model, tags=tags)
+        versions[algorithm] = str(version.version)
+    return versions
+
+
+def key_metrics(algorithm_block: dict[str, Any]) -> dict[str, float]:
+    """The four numbers promotion judges a version by (see promotion.Evidence)."""
+    def number(value: Any) -> float:
+        return float(value) if isinstance(value, (int, float)) and value is not None else float("nan")
+
+    return {
+        "net_sharpe": number(algorithm_block["portfolio"]["net"]["sharpe"]),
+        "icir": number(algorithm_block["signal"]["icir"]),
+        "ic_tstat": number(algorithm_block["signal"]["ic_tstat"]),
+        "excess_vs_equal_weight": number(algorithm_block["excess"].get("equal_weight", {}).get("ann_return")),
+    }
+
+
+def _text(value: Any) -> str:
+    return repr(float(value)) if isinstance(value, (int, float)) and value is not None and math.isfinite(value) else "nan"
