@@ -45,3 +45,18 @@ def write_5yr(tmp_path):
         return _write(tmp_path / name, FIVE_YR_HEADER, lines)
 
     return write
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_mlflow_store(tmp_path_factory):
+    """Every test logs to a throwaway embedded store, never to the repository's working directory.
+
+    MLflow's sqlite store puts artifacts in ./mlruns of the current directory, so the session runs
+    from a fresh folder. Session-scoped so that module-scoped fixtures (which run before any
+    function-scoped one) are covered too; tests that need another store set MLFLOW_TRACKING_URI again.
+    """
+    folder = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+        patch.chdir(folder)
+        yield folder
