@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import tempfile
 import time
@@ -36,6 +37,8 @@ from portfolio_mlops.features import FeatureSet
 from portfolio_mlops.models import feature_weights
 
 PARENT_TAG = "portfolio_mlops.parent_run_id"
+HOST_TAG = "portfolio_mlops.host"
+PID_TAG = "portfolio_mlops.pid"
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
@@ -166,8 +169,12 @@ def log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pat
     tracked: TrackedRun | None = None
     try:
         experiment = mlflow.set_experiment(cfg.tracking.experiment)
+        stage = "closing runs abandoned by earlier processes"
+        fail_abandoned_runs(client, experiment.experiment_id)
         stage = "opening the parent run"
         tags = {
+            HOST_TAG: socket.gethostname(),
+            PID_TAG: str(os.getpid()),
             "code_version": code_version(),
             "data_digest": digest,
             "data_layout": manifest["layout"],
@@ -202,7 +209,7 @@ def log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pat
     except TrackingError:
         raise
     except Exception as exc:  # anything from the server, the store or the network
-        _mark_failed(client, tracked, f"{stage}: {exc}")
+        _mark_failed(client, uri, tracked, f"{stage}: {exc}")
         raise TrackingError(f"MLflow tracking at {uri} failed while {stage}: {type(exc).__name__}: "
                             f"{_first_line(exc)}") from exc
 
@@ -212,9 +219,46 @@ def _first_line(exc: Exception) -> str:
     return text[0][:300] if text else ""
 
 
-def _mark_failed(client, tracked: TrackedRun | None, reason: str) -> None:
-    """Best effort: the server may be the thing that is down."""
+def fail_abandoned_runs(client, experiment_id: str) -> list[str]:
+    """End FAILED the RUNNING runs that a process on this host started and can no longer finish.
+
+    When the tracking server itself goes away mid-run, nobody can mark the run FAILED at that moment;
+    the next tracked run on the same host does it, with the reason in the `failure` tag.
+    """
+    host = socket.gethostname()
+    runs = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
+                              max_results=500)
+    closed = []
+    for run in runs:
+        pid = int(run.data.tags.get(PID_TAG, "0") or 0)
+        if pid and _process_alive(pid):
+            continue
+        client.set_tag(run.info.run_id, "failure", f"abandoned: process {pid} on {host} ended before finishing this "
+                                                   "run (e.g. the tracking server or the artifact store went away)")
+        client.set_terminated(run.info.run_id, "FAILED")
+        closed.append(run.info.run_id)
+    return closed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process has no run open yet, so a RUNNING run with its pid is left over
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _mark_failed(client, uri: str, tracked: TrackedRun | None, reason: str) -> None:
+    """Best effort: the server may be the thing that is down (then the next run's janitor does it)."""
     if tracked is None:
+        return
+    try:
+        check_server(uri, timeout=2.0)
+    except TrackingError:
         return
     for run_id in [tracked.parent_run_id, *tracked.child_run_ids.values()]:
         try:
