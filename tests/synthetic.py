@@ -46,3 +46,19 @@ def random_walk_panel(
     frame["high"] = frame[["open", "high", "close"]].max(axis=1)
     frame["low"] = frame[["open", "low", "close"]].min(axis=1)
     return frame.sort_values(["ticker", "date"], ignore_index=True)
+
+
+def write_kaggle_daily(prices: pd.DataFrame, folder) -> Path:
+    """Write a canonical panel (random_walk_panel's columns) as a Kaggle-daily folder: sp500_stocks.csv
+    with Date,Symbol,Adj Close,Close,High,Low,Open,Volume. Returns the folder."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stocks = pd.DataFrame({
+        "Date": pd.to_datetime(prices["date"]).dt.strftime("%Y-%m-%d"), "Symbol": prices["ticker"],
+        "Adj Close": prices["adj_close"], "Close": prices["close"], "High": prices["high"], "Low": prices["low"],
+        "Open": prices["open"], "Volume": prices["volume"],
+    })
+    stocks.to_csv(folder / "sp500_stocks.csv", index=False)
+    return folder

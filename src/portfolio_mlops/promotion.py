@@ -64,6 +64,8 @@ class Decision:
 
 def gate_failures(candidate: Evidence, policy: PromotionPolicy) -> list[str]:
     failures = []
+    if not math.isfinite(getattr(candidate, policy.rank_by)):
+        failures.append(f"{policy.rank_by.replace('_', ' ')} is not a number")
     if not (candidate.ic_tstat >= policy.min_ic_tstat):
         failures.append(f"IC t-stat {candidate.ic_tstat:.2f} < {policy.min_ic_tstat:.2f}")
     if not (candidate.excess_vs_equal_weight > policy.min_excess_vs_equal_weight):
@@ -128,7 +130,9 @@ def evidence_from_tags(version: str, tags: dict[str, str]) -> Evidence:
                     number("icir"), number("ic_tstat"), number("excess_vs_equal_weight"))
 
 
-Reevaluate = Callable[[str], dict[str, float]]  # champion's config JSON -> its metrics on the current data
+# (champion's config JSON, the candidates' config JSON) -> the champion's metrics on the current data,
+# under the candidates' evaluation settings (walk-forward schedule, portfolio, costs, validation).
+Reevaluate = Callable[[str, str], dict[str, float]]
 
 
 def promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reevaluate: Reevaluate | None = None,
@@ -142,7 +146,10 @@ def promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reeval
     recorded = parent.data.tags.get("promotion.result")
     current_champion = _alias_version(client, model_name, CHAMPION)
     if recorded:
-        previous = json.loads(recorded)
+        try:
+            previous = json.loads(recorded)
+        except json.JSONDecodeError:
+            previous = {}  # an unreadable record: decide again
         if previous.get("champion_after") == current_champion and previous.get("policy") == policy.model_dump():
             return Decision(**previous)  # same inputs as last time: nothing to change
 
@@ -152,19 +159,22 @@ def promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reeval
         raise PromotionError(f"run {parent_run_id} registered no versions of {model_name!r}; nothing to promote")
     candidates = [evidence_from_tags(str(v.version), v.tags) for v in versions]
     digest = candidates[0].data_digest
+    settings = versions[0].tags.get("evaluation_digest", "")
     champion = None
     notes = []
     if current_champion is not None and current_champion not in {c.version for c in candidates}:
         champion_version = client.get_model_version(model_name, current_champion)
         champion = evidence_from_tags(current_champion, champion_version.tags)
-        if champion.data_digest != digest:
+        # Comparable only on the same data AND under the same evaluation settings: the same model
+        # judged at lower assumed costs or over another window must not beat itself.
+        if champion.data_digest != digest or champion_version.tags.get("evaluation_digest", "") != settings:
             if reevaluate is None:
-                raise PromotionError(f"{CHAMPION} v{current_champion} was evaluated on other data "
+                raise PromotionError(f"{CHAMPION} v{current_champion} was evaluated on other data or settings "
                                      f"({champion.data_digest[:19]}...); re-evaluation on the current data is needed")
-            measured = reevaluate(champion_version.tags["config"])
+            measured = reevaluate(champion_version.tags["config"], versions[0].tags["config"])
             champion = Evidence(current_champion, champion.algorithm, digest, measured["net_sharpe"],
                                 measured["icir"], measured["ic_tstat"], measured["excess_vs_equal_weight"])
-            notes.append(f"{CHAMPION} {champion.label()} re-evaluated on the current data: "
+            notes.append(f"{CHAMPION} {champion.label()} re-evaluated on the current data and settings: "
                          f"{policy.rank_by.replace('_', ' ')} {champion.score(policy.rank_by):.3f}")
             for key, value in measured.items():
                 client.set_model_version_tag(model_name, current_champion, f"reevaluated.{digest[7:19]}.{key}", repr(value))
@@ -178,6 +188,8 @@ def promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reeval
             client.set_registered_model_alias(model_name, CHAMPION, decision.champion_after)
         if decision.challenger:
             client.set_registered_model_alias(model_name, CHALLENGER, decision.challenger)
+        elif _alias_version(client, model_name, CHALLENGER) is not None:
+            client.delete_registered_model_alias(model_name, CHALLENGER)  # a stale challenger misleads
     except MlflowException as exc:
         raise PromotionError(f"could not move the aliases of {model_name!r}: {exc}") from exc
     for version, verdict in decision.candidates.items():

@@ -97,12 +97,21 @@ def run_chain(cfg: RunConfig, output_dir: str | Path, progress: Progress = null_
     return ChainResult(summary, evaluation, results, outputs, timings, panel, features)
 
 
-def reevaluate_config(panel: Panel, config_json: str) -> dict[str, float]:
-    """A registered version's logged config, walked forward on `panel`: its promotion numbers there."""
+def reevaluate_config(panel: Panel, config_json: str, settings_json: str | None = None) -> dict[str, float]:
+    """A registered version's logged config, walked forward on `panel`: its promotion numbers there.
+
+    The model (features, labels, algorithm and hyperparameters) comes from `config_json`; with
+    `settings_json`, the evaluation settings (validation, walk-forward schedule, portfolio and costs,
+    seed) come from there, so the champion is judged exactly as the candidates were.
+    """
     from portfolio_mlops.config import BenchmarkConfig
     from portfolio_mlops.tracking import key_metrics
 
     cfg = RunConfig.model_validate_json(config_json)
+    if settings_json is not None:
+        settings = RunConfig.model_validate_json(settings_json)
+        cfg = cfg.model_copy(update={"validation": settings.validation, "walk_forward": settings.walk_forward,
+                                     "portfolio": settings.portfolio, "seed": settings.seed})
     cfg = cfg.model_copy(update={"benchmarks": BenchmarkConfig(random_seeds=0, factors=[])})
     features = build_features(panel.prices, cfg.features, cfg.labels)
     results = train_all(features, cfg)
@@ -121,7 +130,7 @@ def track_and_promote(chain: ChainResult, cfg: RunConfig, output_dir: str | Path
     if promote_models:
         with progress.phase("promotion"):
             decision = promotion.promote(cfg.tracking.registered_model, tracked.parent_run_id, cfg.promotion,
-                                         lambda config_json: reevaluate_config(chain.panel, config_json))
+                                         lambda champion, settings: reevaluate_config(chain.panel, champion, settings))
     record = {
         "mlflow": {"tracking_uri": tracked.tracking_uri, "experiment_id": tracked.experiment_id,
                    "parent_run_id": tracked.parent_run_id, "child_run_ids": tracked.child_run_ids,

@@ -89,7 +89,7 @@ def code_version() -> str:
 def flatten(value: Any, prefix: str = "") -> dict[str, str]:
     """Nested config -> {"walk_forward.rebalance_every_days": "21", ...}; model lists keyed by algorithm."""
     out: dict[str, str] = {}
-    if isinstance(value, dict):
+    if isinstance(value, dict) and value:
         for key, item in value.items():
             out.update(flatten(item, f"{prefix}{key}."))
     elif isinstance(value, list) and value and all(isinstance(v, dict) and "algorithm" in v for v in value):
@@ -178,7 +178,7 @@ def log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pat
             "code_version": code_version(),
             "data_digest": digest,
             "data_layout": manifest["layout"],
-            "data_source": data_source or "embedded default",
+            "data_source": str(Path(data_source).resolve()) if data_source else "embedded default",
         }
         with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"chain {manifest['layout']}",
                               tags=tags) as parent:
@@ -337,23 +337,43 @@ def _importances(model, features: FeatureSet) -> dict[str, str]:
 
 def _register(client, chain, cfg: RunConfig, tracked: TrackedRun, digest: str) -> dict[str, str]:
     """One model version per algorithm, tagged with what promotion needs to judge it."""
+    versions: dict[str, str] = {}
+    try:
+        for algorithm, run_id in tracked.child_run_ids.items():
+            versions[algorithm] = _register_one(client, chain, cfg, tracked, digest, algorithm, run_id)
+    except Exception:
+        for version in versions.values():  # all or nothing: no version may outlive a failed registration
+            try:
+                client.delete_model_version(cfg.tracking.registered_model, version)
+            except Exception:  # noqa: BLE001 - the original error is what the caller needs to see
+                pass
+        raise
+    return versions
+
+
+def evaluation_digest(cfg: RunConfig) -> str:
+    """Fingerprint of the settings that decide how a model is judged (not what the model is)."""
+    import hashlib
+
+    settings = cfg.model_dump(mode="json", include={"validation", "walk_forward", "portfolio", "seed"})
+    return "sha256:" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _register_one(client, chain, cfg: RunConfig, tracked: TrackedRun, digest: str, algorithm: str, run_id: str) -> str:
     import mlflow
 
-    versions = {}
-    for algorithm, run_id in tracked.child_run_ids.items():
-        model_uri = client.get_run(run_id).data.tags["model_uri"]
-        tags = {
-            "algorithm": algorithm,
-            "data_digest": digest,
-            "run_id": run_id,
-            PARENT_TAG: tracked.parent_run_id,
-            **{key: _text(value) for key, value in key_metrics(chain.summary["algorithms"][algorithm]).items()},
-            "config": cfg.with_algorithms([algorithm]).model_dump_json(),
-            "code_version": code_version(),
-        }
-        version = mlflow.register_model(model_uri, cfg.tracking.registered_model, tags=tags)
-        versions[algorithm] = str(version.version)
-    return versions
+    tags = {
+        "algorithm": algorithm,
+        "data_digest": digest,
+        "run_id": run_id,
+        PARENT_TAG: tracked.parent_run_id,
+        "evaluation_digest": evaluation_digest(cfg),
+        **{key: _text(value) for key, value in key_metrics(chain.summary["algorithms"][algorithm]).items()},
+        "config": cfg.with_algorithms([algorithm]).model_dump_json(),
+        "code_version": code_version(),
+    }
+    model_uri = client.get_run(run_id).data.tags["model_uri"]
+    return str(mlflow.register_model(model_uri, cfg.tracking.registered_model, tags=tags).version)
 
 
 def key_metrics(algorithm_block: dict[str, Any]) -> dict[str, float]:
