@@ -4,6 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# PostgreSQL server binaries for `portfolio-mlops stack` (MLflow's backend store): Debian's package.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' > /dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+        echo "setup: installing PostgreSQL (Debian's postgresql package) for the local stack" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql > /dev/null \
+            || echo "setup: warning: could not install postgresql; \`portfolio-mlops stack\` and its tests need it" >&2
+    else
+        echo "setup: PostgreSQL server not found; for \`portfolio-mlops stack\` install it: sudo apt-get install -y postgresql" >&2
+    fi
+fi
 if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $($PYTHON --version)" >&2
     "$PYTHON" -m venv .venv

@@ -117,6 +117,45 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--config", metavar="FILE", help="YAML run configuration (its `tracking` section)")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    stack = sub.add_parser(
+        "stack", help="run PostgreSQL, an S3 server and the MLflow tracking server locally (127.0.0.1)",
+        description="The local MLflow stack: the three services the Kubernetes deployment runs - PostgreSQL (backend\n"
+                    "store), an S3 server (SeaweedFS; artifact store) and the MLflow tracking server (proxied artifacts,\n"
+                    "so clients need only MLFLOW_TRACKING_URI) - as processes on 127.0.0.1 under one folder (data, logs,\n"
+                    "state.json). They keep running after the command returns; `stack down` stops them.",
+        epilog="examples:\n"
+               "  portfolio-mlops stack up                       # standard ports 15432, 18333, 15000\n"
+               "  export MLFLOW_TRACKING_URI=http://127.0.0.1:15000\n"
+               "  portfolio-mlops run                            # tracked on the local server\n"
+               "  portfolio-mlops stack status                   # exit status 0 only if all are healthy\n"
+               "  portfolio-mlops stack down --purge             # stop and delete the data",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    stack_actions = stack.add_subparsers(dest="stack_command", required=True, metavar="ACTION")
+    stack_dir_help = "folder for data, logs and state.json (default: ./.stack)"
+    stack_up = stack_actions.add_parser(
+        "up", help="start whatever is not running (idempotent)",
+        description="Start PostgreSQL, the S3 server and the MLflow server, each waiting until it answers; "
+                    "services already running and healthy are left alone. Prints each service's URL and the "
+                    "MLFLOW_TRACKING_URI to export. A port left out keeps the one this folder used before "
+                    "(else the standard one); 0 picks a free one. The S3 port P also uses P+1..P+4 and "
+                    "P+10000..P+10004 (SeaweedFS's internal servers).")
+    stack_up.add_argument("--dir", metavar="DIR", help=stack_dir_help)
+    stack_up.add_argument("--postgres-port", type=int, metavar="P", help="PostgreSQL port (standard 15432)")
+    stack_up.add_argument("--s3-port", type=int, metavar="P", help="S3 endpoint port (standard 18333)")
+    stack_up.add_argument("--mlflow-port", type=int, metavar="P", help="MLflow tracking server port (standard 15000)")
+    stack_down = stack_actions.add_parser(
+        "down", help="stop every service (data is kept unless --purge)",
+        description="Stop the MLflow server, the S3 server and PostgreSQL, in that order (SIGTERM - for "
+                    "PostgreSQL its fast shutdown - then SIGKILL after 20 s). Safe to repeat. Data stays for the next `stack up` unless --purge.")
+    stack_down.add_argument("--dir", metavar="DIR", help=stack_dir_help)
+    stack_down.add_argument("--purge", action="store_true", help="also delete the data, logs and state")
+    stack_status = stack_actions.add_parser(
+        "status", help="table of pid, port and health per service; exit status 0 only if all are healthy",
+        description="For each service: whether its process is alive, whether its port answers, and whether it "
+                    "is healthy (PostgreSQL runs a query, S3 answers for the bucket, MLflow answers /health), "
+                    "with memory use and URL. Exit status 0 if all are healthy, else 1.")
+    stack_status.add_argument("--dir", metavar="DIR", help=stack_dir_help)
+
     config = sub.add_parser("config", help="print the effective configuration as YAML",
                             description="Print the effective configuration as YAML: every option with its default "
                                         "(or the value from --config), ready to edit and pass back with --config.")
@@ -151,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "stack":  # needs no run configuration
+        from portfolio_mlops.stack import run_command
+
+        return run_command(args)
+
     from portfolio_mlops.progress import Progress
 
     progress = Progress(enabled=not getattr(args, "quiet", False))
@@ -249,9 +293,11 @@ def _promote(args: argparse.Namespace, cfg) -> int:
     source = args.data or client.get_run(run_id).data.tags.get("data_source")
     data = None if source in (None, "embedded default") else source
 
-    def reevaluate(config_json: str) -> dict[str, float]:
-        panel, _ = build_panel(data, cfg.validation)
-        return reevaluate_config(panel, config_json)
+    def reevaluate(champion_json: str, settings_json: str) -> dict[str, float]:
+        from portfolio_mlops.config import RunConfig
+
+        panel, _ = build_panel(data, RunConfig.model_validate_json(settings_json).validation)
+        return reevaluate_config(panel, champion_json, settings_json)
 
     decision = promotion.promote(cfg.tracking.registered_model, run_id, cfg.promotion, reevaluate, client)
     print(decision.summary_line())
