@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -74,6 +75,7 @@ def main() -> int:
     parser.add_argument("--params", type=int, default=10, help="params per run")
     parser.add_argument("--stack-dir", help="use (or start) the stack in this folder instead of a throwaway one")
     args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # 200 "View run" lines otherwise
 
     from mlflow import MlflowClient
 
