@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -48,7 +48,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
 
 
-def build_parser() -> argparse.ArgumentParser:
+ENGINES = {"inprocess": "everything in this Python process"}
+Handler = Callable[[argparse.Namespace, Any], int]
+
+
+def build_parser(engines: dict[str, str] | None = None, default_engine: str = "inprocess",
+                 extend: Callable[[Any], None] | None = None) -> argparse.ArgumentParser:
+    """The CLI. Shells around the core (the KFP pipelines) add engines and subcommands through
+    `engines` and `extend(subparsers)`, so this package never imports them."""
+    engines = engines or ENGINES
     parser = argparse.ArgumentParser(prog="portfolio-mlops", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -56,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="the whole chain: ingest, features, walk-forward training, backtest, report",
                          description="Run the whole chain and write the report (summary.json, plots, holdings, predictions).")
-    run.add_argument("--engine", choices=["inprocess"], default="inprocess",
-                     help="inprocess: everything in this Python process (the only engine so far)")
+    run.add_argument("--engine", choices=list(engines), default=default_engine,
+                     help="; ".join(f"{name}: {text}" for name, text in engines.items()) + f" (default: {default_engine})")
     run.add_argument("--data", metavar="PATH", help="a file or folder in a supported layout (default: embedded data)")
     run.add_argument("--output", metavar="DIR", default="outputs/run", help="report folder (default: outputs/run)")
     run.add_argument("--no-tracking", action="store_true",
@@ -160,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Print the effective configuration as YAML: every option with its default "
                                         "(or the value from --config), ready to edit and pass back with --config.")
     config.add_argument("--config", metavar="FILE", help="YAML file to merge over the defaults")
+    if extend is not None:
+        extend(sub)
     return parser
 
 
@@ -180,16 +190,18 @@ def _load_config(args: argparse.Namespace):
     return cfg
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None,
+         handlers: dict[str, Handler] | None = None) -> int:
+    """Parse and run. `handlers` maps a subcommand (or "run:<engine>") to a function(args, config)."""
+    args = (parser or build_parser()).parse_args(argv)
     try:
-        return _dispatch(args)
+        return _dispatch(args, handlers or {})
     except PortfolioMLOpsError as exc:
         print(f"portfolio-mlops {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, handlers: dict[str, Handler]) -> int:
     if args.command == "stack":  # needs no run configuration
         from portfolio_mlops.stack import run_command
 
@@ -198,6 +210,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     from portfolio_mlops.progress import Progress
 
     progress = Progress(enabled=not getattr(args, "quiet", False))
+    key = f"run:{args.engine}" if args.command == "run" else args.command
+    if key in handlers:
+        return handlers[key](args, None if args.command == "pipeline" else _load_config(args))
     cfg = _load_config(args)
     if args.command == "config":
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")

@@ -139,3 +139,37 @@ def summary_table(summary: dict[str, Any]) -> str:
     lines.append("CAGR compounded, net of costs; 'xs vs EW' = annualised mean daily excess over the equal-weight universe.")
     lines.append("Realistic daily-OHLCV signals reach IC 0.01-0.03 and IR 0.2-0.5; far above that, suspect leakage.")
     return "\n".join(lines)
+
+
+def html_report(summary: dict[str, Any], output_dir: str | Path) -> str:
+    """One self-contained HTML page (plots inlined) for viewers such as the Kubeflow Pipelines UI."""
+    import base64
+    import html
+
+    out = Path(output_dir)
+    promotion = summary.get("promotion") or {}
+    if promotion:
+        verdict = (f"promoted v{promotion['champion_after']} to champion" if promotion["promoted"]
+                   else f"champion unchanged ({'v' + promotion['champion_before'] if promotion['champion_before'] else 'none'})")
+        decision = f"<h2>Promotion: {html.escape(verdict)}</h2><ul>" + "".join(
+            f"<li>{html.escape(reason)}</li>" for reason in promotion["reasons"]) + "</ul>"
+    else:
+        decision = "<h2>Promotion: not run</h2>"
+    images = []
+    for name, title in (("equity_curves.png", "Equity curves after costs"), ("drawdowns.png", "Drawdowns"),
+                        ("rolling_ic.png", "Rolling rank IC")):
+        path = out / name
+        if path.is_file():
+            encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+            images.append(f'<h3>{title}</h3><img alt="{title}" style="max-width:100%" src="data:image/png;base64,{encoded}">')
+    caveats = "".join(f"<li>{html.escape(c)}</li>" for c in summary["evaluation"].get("caveats", []))
+    data = summary.get("data", {})
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>sp500 stock ranking</title></head>"
+        "<body style='font-family:sans-serif;max-width:1100px;margin:auto'>"
+        f"<h1>S&amp;P 500 stock ranking: {html.escape(str(data.get('layout', '')))} "
+        f"{html.escape(str(data.get('start', '')))}..{html.escape(str(data.get('end', '')))}</h1>"
+        f"{decision}<h2>Results (net of costs)</h2><pre>{html.escape(summary_table(summary))}</pre>"
+        f"{''.join(images)}<h2>Caveats</h2><ul>{caveats}</ul>"
+        f"<p>data digest {html.escape(str(data.get('content_digest', '')))}</p></body></html>"
+    )

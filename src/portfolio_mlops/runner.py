@@ -92,9 +92,18 @@ def run_chain(cfg: RunConfig, output_dir: str | Path, progress: Progress = null_
 
     started = time.perf_counter()
     with progress.phase("evaluate + report"):
-        summary, evaluation, outputs = evaluate_and_report(panel, features, results, cfg, output_dir, report.to_dict())
+        chain = assemble_chain(panel, features, results, cfg, output_dir, report.to_dict())
     timings["evaluate"] = time.perf_counter() - started
-    return ChainResult(summary, evaluation, results, outputs, timings, panel, features)
+    chain.timings.update(timings)
+    return chain
+
+
+def assemble_chain(panel: Panel, features: FeatureSet, results: dict[str, WalkForwardResult], cfg: RunConfig,
+                   output_dir: str | Path, quality: dict[str, Any] | None = None) -> ChainResult:
+    """Evaluate trained results and write the report: what `run_chain` ends with, for callers that
+    produced the pieces separately (the pipeline's promote step)."""
+    summary, evaluation, outputs = evaluate_and_report(panel, features, results, cfg, output_dir, quality)
+    return ChainResult(summary, evaluation, results, outputs, {}, panel, features)
 
 
 def reevaluate_config(panel: Panel, config_json: str, settings_json: str | None = None) -> dict[str, float]:

@@ -168,7 +168,9 @@ def log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pat
     stage = "creating the experiment"
     tracked: TrackedRun | None = None
     try:
-        experiment = mlflow.set_experiment(cfg.tracking.experiment)
+        outer = os.environ.get("MLFLOW_RUN_ID")
+        experiment = (mlflow.get_experiment(client.get_run(outer).info.experiment_id) if outer
+                      else mlflow.set_experiment(cfg.tracking.experiment))
         stage = "closing runs abandoned by earlier processes"
         fail_abandoned_runs(client, experiment.experiment_id)
         stage = "opening the parent run"
@@ -180,8 +182,11 @@ def log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pat
             "data_layout": manifest["layout"],
             "data_source": str(Path(data_source).resolve()) if data_source else "embedded default",
         }
-        with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"chain {manifest['layout']}",
-                              tags=tags) as parent:
+        # KFP's MLflow integration opens a run per pipeline run and passes it as MLFLOW_RUN_ID: nest
+        # under it instead of opening a second parent.
+        opened = (mlflow.start_run(run_id=outer, tags=tags) if outer else
+                  mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"chain {manifest['layout']}", tags=tags))
+        with opened as parent:
             tracked = TrackedRun(uri, experiment.experiment_id, parent.info.run_id)
             stage = "logging the parent run's params, metrics and lineage"
             _log_params(client, parent.info.run_id, flatten(cfg.model_dump(mode="json")))

@@ -1,0 +1,53 @@
+"""promote: evaluate every algorithm together, record the run in MLflow, register, promote, report."""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+
+from components.images import image
+
+
+@dsl.component(base_image=image("promote"), install_kfp_package=False)
+def promote(config: Input[Dataset], panel: Input[Dataset], features: Input[Dataset], models: Input[List[Model]],
+            report: Output[HTML], summary: Output[Metrics], outputs: Output[Dataset]) -> str:
+    """Returns the promotion decision line. `outputs` holds the whole report folder (summary.json, plots,
+    holdings, predictions); `report` is the same as one HTML page for the KFP UI."""
+    import json
+    import math
+    import os
+    from pathlib import Path
+
+    from portfolio_mlops.config import RunConfig
+    from portfolio_mlops.data.ingest import load_panel
+    from portfolio_mlops.report import html_report
+    from portfolio_mlops.runner import assemble_chain, load_features, load_training, track_and_promote
+
+    cfg = RunConfig.model_validate_json(Path(config.path).read_text())
+    results = {}
+    for model in models:
+        algorithm = model.metadata.get("algorithm") or next(Path(model.path).glob("training_*.json")).stem[9:]
+        results[algorithm] = load_training(model.path, algorithm)
+    order = [spec.name for spec in cfg.models if spec.name in results]
+    results = {name: results[name] for name in order}
+    cfg = cfg.with_algorithms(order)
+    loaded_panel = load_panel(panel.path)
+    quality_path = Path(panel.path) / "quality.json"
+    quality = json.loads(quality_path.read_text()) if quality_path.is_file() else None
+    os.makedirs(outputs.path, exist_ok=True)
+    chain = assemble_chain(loaded_panel, load_features(features.path), results, cfg, outputs.path, quality)
+    line = "promotion: skipped (tracking disabled)"
+    if os.environ.get("PORTFOLIO_MLOPS_TRACKING", "on") != "off":
+        promote_models = os.environ.get("PORTFOLIO_MLOPS_PROMOTE", "on") != "off"
+        tracked, decision = track_and_promote(chain, cfg, outputs.path, promote_models)
+        line = decision.summary_line() if decision else "promotion: skipped (--no-promote)"
+        summary.metadata["mlflow_parent_run_id"] = tracked.parent_run_id
+    final = json.loads((Path(outputs.path) / "summary.json").read_text())
+    Path(report.path).write_text(html_report(final, outputs.path), encoding="utf-8")
+    for name, block in final["algorithms"].items():
+        for key, value in (("net_sharpe", block["portfolio"]["net"]["sharpe"]), ("ic_tstat", block["signal"]["ic_tstat"])):
+            if value is not None and math.isfinite(value):
+                summary.log_metric(f"{name}_{key}", float(value))
+    summary.log_metric("promoted", 1.0 if (final.get("promotion") or {}).get("promoted") else 0.0)
+    print(line)
+    return line

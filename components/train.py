@@ -1,0 +1,41 @@
+"""train: walk-forward training of one algorithm; its predictions, last model and a Metrics artifact."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.images import image
+
+
+@dsl.component(base_image=image("train"), install_kfp_package=False)
+def train(config: Input[Dataset], algorithm: str, panel: Input[Dataset], features: Input[Dataset],
+          model: Output[Model], metrics: Output[Metrics]):
+    """The Metrics artifact is what the KFP UI shows per algorithm: signal and net portfolio figures."""
+    import math
+    import tempfile
+
+    from pathlib import Path
+
+    from portfolio_mlops.config import BenchmarkConfig, RunConfig
+    from portfolio_mlops.data.ingest import load_panel
+    from portfolio_mlops.runner import assemble_chain, load_features, save_training, train_all
+
+    cfg = RunConfig.model_validate_json(Path(config.path).read_text()).with_algorithms([algorithm])
+    loaded = load_features(features.path)
+    result = train_all(loaded, cfg)[algorithm]
+    save_training(result, model.path)
+    model.metadata.update({"algorithm": algorithm, "refits": len(result.refits)})
+
+    # A quick look for the UI (no random benchmarks); the promote step evaluates all algorithms together.
+    quick = cfg.model_copy(update={"benchmarks": BenchmarkConfig(random_seeds=0, factors=[])})
+    summary = assemble_chain(load_panel(panel.path), loaded, {algorithm: result}, quick, tempfile.mkdtemp()).summary
+    block = summary["algorithms"][algorithm]
+    figures = {
+        "ic_mean": block["signal"]["ic_mean"], "ic_tstat": block["signal"]["ic_tstat"],
+        "oos_r2": block["signal"]["oos_r2"], "net_cagr": block["portfolio"]["net"]["cagr"],
+        "net_sharpe": block["portfolio"]["net"]["sharpe"], "max_drawdown": block["portfolio"]["net"]["max_drawdown"],
+        "excess_vs_equal_weight": block["excess"]["equal_weight"]["ann_return"],
+    }
+    for name, value in figures.items():
+        if value is not None and math.isfinite(value):
+            metrics.log_metric(name, float(value))
+    print(f"{algorithm}: {len(result.refits)} refits, " + ", ".join(f"{k} {v:.4f}" for k, v in figures.items() if v is not None))

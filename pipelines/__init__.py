@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines: the training pipeline, its compilation, local runs (kfp.local) and submission."""

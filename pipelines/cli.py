@@ -1,0 +1,88 @@
+"""The `portfolio-mlops` entry point: the core CLI plus what needs kfp (kept out of the core package).
+
+Adds `run --engine kfp` (the default: the pipeline through kfp.local, every step its own process)
+and `pipeline compile | submit`.
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from portfolio_mlops import cli as core
+
+ENGINES = {
+    "kfp": "the Kubeflow pipeline through kfp.local, each step a separate process with typed artifacts",
+    "inprocess": "the same chain in this Python process (fastest to iterate)",
+}
+
+
+def extend(sub: Any) -> None:
+    pipeline = sub.add_parser(
+        "pipeline", help="compile the Kubeflow pipeline or submit it to a cluster",
+        description="Compile the training pipeline to KFP IR YAML, or submit it to a Kubeflow Pipelines API "
+                    "server (v2beta1): experiment, pipeline (version), run, optional recurring run, --wait.")
+    commands = pipeline.add_subparsers(dest="pipeline_command", required=True, metavar="SUBCOMMAND")
+    compile_parser = commands.add_parser("compile", help="write the IR YAML",
+                                         description="Compile pipelines/training.py to IR YAML.")
+    from pipelines.compile import COMPILED
+
+    compile_parser.add_argument("--output", metavar="FILE", default=str(COMPILED),
+                                help=f"where to write it (default: {COMPILED}, the committed copy)")
+    submit_parser = commands.add_parser(
+        "submit", help="submit the compiled pipeline to a KFP API server",
+        description="Create (or reuse) the experiment, upload the pipeline or a new version of it, start a run "
+                    "with parameters, optionally a recurring run (--cron), and with --wait follow it to the end; "
+                    "the exit status is 0 only when the run succeeded.")
+    from pipelines.submit import add_submit_arguments
+
+    add_submit_arguments(submit_parser)
+
+
+def pipeline_command(args: argparse.Namespace, _cfg: Any) -> int:
+    if args.pipeline_command == "compile":
+        from pipelines.compile import compile_pipeline
+
+        path = compile_pipeline(args.output)
+        print(f"wrote {path}")
+        return 0
+    from pipelines.submit import run_submit
+
+    return run_submit(args)
+
+
+def pipeline_parameters(cfg: Any) -> dict[str, Any]:
+    """The pipeline parameters that reproduce a RunConfig: the whole config travels as YAML."""
+    payload = cfg.model_dump(mode="json")
+    if payload.get("data"):
+        payload["data"] = str(Path(payload["data"]).resolve())  # steps may run from another directory
+    return {"config_yaml": yaml.safe_dump(payload, sort_keys=False), "algorithms": [m.name for m in cfg.models]}
+
+
+def run_kfp(args: argparse.Namespace, cfg: Any) -> int:
+    from pipelines.local import run_local
+    from portfolio_mlops.report import summary_table
+
+    if args.no_tracking:
+        os.environ["PORTFOLIO_MLOPS_TRACKING"] = "off"
+    if args.no_promote:
+        os.environ["PORTFOLIO_MLOPS_PROMOTE"] = "off"
+    result = run_local(pipeline_parameters(cfg), args.output)
+    summary = json.loads((Path(args.output) / "summary.json").read_text(encoding="utf-8"))
+    print(summary_table(summary))
+    if summary.get("mlflow"):
+        record = summary["mlflow"]
+        versions = ", ".join(f"{a} v{v}" for a, v in record["model_versions"].items())
+        print(f"\nmlflow: {record['tracking_uri']}  run {record['parent_run_id']}  registered "
+              f"{record['registered_model']}: {versions}")
+    print(result["decision"])
+    print(f"\nreport: {Path(args.output).resolve()}/summary.json  [kfp.local pipeline, {result['seconds']:.1f}s]")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = core.build_parser(ENGINES, default_engine="kfp", extend=extend)
+    return core.main(argv, parser, {"run:kfp": run_kfp, "pipeline": pipeline_command})

@@ -1,0 +1,16 @@
+"""Compile the training pipeline to KFP IR YAML (what `pipeline submit` uploads)."""
+
+from pathlib import Path
+
+COMPILED = Path(__file__).resolve().parent / "training_pipeline.yaml"
+
+
+def compile_pipeline(path: str | Path = COMPILED) -> Path:
+    from kfp import compiler
+
+    from pipelines.training import training_pipeline
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(training_pipeline, str(path))
+    return path

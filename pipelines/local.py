@@ -1,0 +1,48 @@
+"""Run the training pipeline on this machine with kfp.local (SubprocessRunner: every step a process)."""
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def run_local(params: dict[str, Any], output_dir: str | Path, work_dir: str | Path | None = None,
+              keep_work_dir: bool = False) -> dict[str, Any]:
+    """Run the pipeline; copy the report folder to `output_dir`. Returns {decision, seconds, work_dir}.
+
+    kfp.local leaves per-task scratch files in TMPDIR, so TMPDIR points into the work folder for the
+    run and everything is removed afterwards (unless keep_work_dir).
+    """
+    import kfp.local
+
+    from pipelines.training import training_pipeline
+
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="portfolio-mlops-kfp-"))
+    scratch = work / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    previous_tmp = os.environ.get("TMPDIR")
+    streams = (sys.stdout, sys.stderr)  # kfp.local leaves an indenting wrapper on them
+    os.environ["TMPDIR"] = str(scratch)
+    tempfile.tempdir = None  # re-read TMPDIR
+    started = time.perf_counter()
+    try:
+        kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "pipeline_root"))
+        outputs = training_pipeline(**params)
+        seconds = time.perf_counter() - started
+        destination = Path(output_dir)
+        if destination.exists():
+            shutil.rmtree(destination)
+        shutil.copytree(outputs.outputs["report"].path, destination)
+        return {"decision": outputs.outputs["decision"], "seconds": seconds, "work_dir": str(work)}
+    finally:
+        sys.stdout, sys.stderr = streams
+        if previous_tmp is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous_tmp
+        tempfile.tempdir = None
+        if not keep_work_dir:
+            shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,90 @@
+"""The training pipeline, as one would draw it (no `from __future__ import annotations`: kfp reads the
+real annotation objects):
+
+    configure -> ingest -> features -> train (one per algorithm, in parallel) -> promote
+
+Parameters left at their "unset" value (0, -1, "" or []) take the value from `config_yaml` or the
+package defaults; anything set here overrides them. MLflow settings reach the promote step from the
+ConfigMap and Secret named below (created by the Kubernetes manifests), never from the code.
+"""
+
+
+from typing import NamedTuple
+
+from kfp import dsl, kubernetes
+from kfp.dsl import Dataset
+
+from components.configure import configure
+from components.features import features
+from components.ingest import ingest
+from components.promote import promote
+from components.train import train
+
+PIPELINE_NAME = "sp500-stock-ranking"
+MLFLOW_CONFIGMAP = "portfolio-mlops-mlflow"  # keys: MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME
+MLFLOW_SECRET = "portfolio-mlops-mlflow"  # optional keys: tracking basic-auth, S3 credentials for direct artifact access
+DEFAULT_ALGORITHMS = ["ridge", "lasso", "elasticnet", "hgb"]
+
+# (cpu request, cpu limit, memory request, memory limit) per step, for a full S&P 500 panel.
+RESOURCES = {
+    "configure": ("100m", "500m", "256M", "1G"),
+    "ingest": ("1", "2", "2G", "4G"),
+    "features": ("1", "2", "2G", "4G"),
+    "train": ("1", "1", "2G", "4G"),
+    "promote": ("1", "2", "2G", "6G"),
+}
+
+
+def _shape(task: dsl.PipelineTask, step: str, retries: int = 2) -> dsl.PipelineTask:
+    cpu_request, cpu_limit, memory_request, memory_limit = RESOURCES[step]
+    task.set_cpu_request(cpu_request).set_cpu_limit(cpu_limit)
+    task.set_memory_request(memory_request).set_memory_limit(memory_limit)
+    if retries:
+        # Transient failures (a preempted node, a registry hiccup) are retried; every step is
+        # idempotent: it rewrites its own outputs from its inputs.
+        task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0)
+    return task
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Walk-forward S&P 500 stock ranking with honest evaluation, "
+                                              "tracked in MLflow, promoted only on evidence.")
+def training_pipeline(
+    data_source: str = "",
+    config_yaml: str = "",
+    algorithms: list = DEFAULT_ALGORITHMS,
+    horizon_days: int = 0,
+    top_n: int = 0,
+    cost_bps: float = -1.0,
+    experiment: str = "",
+    registered_model: str = "",
+    rank_by: str = "",
+    min_ic_tstat: float = -1.0,
+    margin: float = -1.0,
+) -> NamedTuple("Outputs", decision=str, report=Dataset):
+    settings = configure(
+        config_yaml=config_yaml, data_source=data_source, algorithms=algorithms, horizon_days=horizon_days,
+        top_n=top_n, cost_bps=cost_bps, experiment=experiment, registered_model=registered_model,
+        rank_by=rank_by, min_ic_tstat=min_ic_tstat, margin=margin,
+    )
+    _shape(settings, "configure", retries=0).set_caching_options(False)
+    config = settings.outputs["config"]
+
+    panel = _shape(ingest(config=config), "ingest")
+    panel.set_caching_options(False)  # the data behind a path can change; the digest says whether it did
+
+    built = _shape(features(config=config, panel=panel.outputs["panel"]), "features")
+
+    with dsl.ParallelFor(algorithms, name="per-algorithm") as algorithm:
+        trained = _shape(train(config=config, algorithm=algorithm, panel=panel.outputs["panel"],
+                               features=built.outputs["features"]), "train")
+
+    judged = promote(config=config, panel=panel.outputs["panel"], features=built.outputs["features"],
+                     models=dsl.Collected(trained.outputs["model"]))
+    _shape(judged, "promote", retries=1).set_caching_options(False)  # registry state changes between runs
+    kubernetes.use_config_map_as_env(judged, MLFLOW_CONFIGMAP, {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"})
+    kubernetes.use_secret_as_env(judged, MLFLOW_SECRET, {
+        "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
+    }, optional=True)
+    Outputs = NamedTuple("Outputs", decision=str, report=Dataset)
+    return Outputs(decision=judged.outputs["Output"], report=judged.outputs["outputs"])

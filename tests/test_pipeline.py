@@ -1,0 +1,109 @@
+"""The Kubeflow pipeline: compiled IR matches the code, the graph is the one drawn, steps are shaped."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components import images
+from components.configure import configure
+from components.features import features
+from components.ingest import ingest
+from components.promote import promote
+from components.train import train
+from pipelines.compile import COMPILED
+from portfolio_mlops.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """Compiled in a fresh interpreter with the default image registry and tag, as committed."""
+    path = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTFOLIO_MLOPS_")}
+    subprocess.run([sys.executable, "-c", f"from pipelines.compile import compile_pipeline; compile_pipeline({str(path)!r})"],
+                   check=True, env=env, cwd=REPO)
+    return path
+
+
+@pytest.fixture(scope="module")
+def spec(compiled):
+    documents = list(yaml.safe_load_all(compiled.read_text()))
+    return documents[0], (documents[1] if len(documents) > 1 else {})
+
+
+def test_the_committed_compiled_pipeline_matches_the_code(compiled):
+    assert COMPILED.read_text() == compiled.read_text(), (
+        "pipelines/training_pipeline.yaml is stale: run `portfolio-mlops pipeline compile` and commit it")
+
+
+def test_the_graph_is_configure_ingest_features_parallel_train_then_promote(spec):
+    pipeline, _ = spec
+    tasks = pipeline["root"]["dag"]["tasks"]
+    assert set(tasks) == {"configure", "ingest", "features", "for-loop-1", "promote"}
+    loop = tasks["for-loop-1"]
+    assert loop["taskInfo"]["name"] == "per-algorithm"
+    assert loop["parameterIterator"]["items"]["inputParameter"].endswith("algorithms")
+    inner = pipeline["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(inner) == {"train"}
+    assert tasks["promote"]["inputs"]["artifacts"]["models"]["taskOutputArtifact"]["producerTask"] == "for-loop-1"
+    assert set(tasks["features"]["dependentTasks"]) >= {"ingest", "configure"}
+
+
+def test_every_step_runs_in_its_own_image_named_in_one_place(spec):
+    pipeline, _ = spec
+    executors = pipeline["deploymentSpec"]["executors"]
+    by_step = {name.removeprefix("exec-"): e["container"]["image"] for name, e in executors.items()}
+    for step in ("ingest", "features", "train", "promote"):
+        assert by_step[step] == images.image(step)
+    assert len({by_step[s] for s in ("ingest", "features", "train", "promote")}) == 4
+
+
+def test_steps_have_resources_retries_and_caching_set_deliberately(spec):
+    pipeline, _ = spec
+    tasks = pipeline["root"]["dag"]["tasks"]
+    inner = pipeline["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    assert inner["train"]["retryPolicy"]["maxRetryCount"] == 2
+    assert tasks["ingest"]["cachingOptions"] == {} and tasks["promote"]["cachingOptions"] == {}
+    assert tasks["features"]["cachingOptions"] == {"enableCache": True}
+    resources = pipeline["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert resources["resourceCpuLimit"] == "1" and resources["resourceMemoryLimit"] == "4G"
+
+
+def test_mlflow_settings_reach_promote_from_a_configmap_and_a_secret(spec):
+    _, platform = spec
+    promote_config = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-promote"]
+    assert promote_config["configMapAsEnv"][0]["configMapName"] == "portfolio-mlops-mlflow"
+    assert promote_config["configMapAsEnv"][0]["keyToEnv"][0]["envVar"] == "MLFLOW_TRACKING_URI"
+    assert promote_config["secretAsEnv"][0]["secretName"] == "portfolio-mlops-mlflow"
+    assert promote_config["secretAsEnv"][0]["optional"] is True
+
+
+def test_components_import_the_core_inside_their_body():
+    for component in (configure, ingest, features, train, promote):
+        source = component.component_spec.implementation.container.command[-1]
+        assert "from portfolio_mlops" in source
+        assert component.component_spec.implementation.container.image.startswith(images.registry())
+
+
+def test_configure_rejects_a_bad_parameter_naming_the_field(tmp_path):
+    from kfp.dsl import Dataset
+
+    output = Dataset(name="config", uri=str(tmp_path / "config.json"))
+    output.path  # noqa: B018 - kfp resolves the local path from the uri
+    with pytest.raises(ConfigError, match="portfolio.top_n"):
+        configure.python_func(config_yaml="", data_source="", algorithms=[], horizon_days=0, top_n=-3, cost_bps=-1.0,
+                              experiment="", registered_model="", rank_by="", min_ic_tstat=-1.0, margin=-1.0,
+                              config=output)
+
+
+def test_images_follow_the_registry_and_tag_overrides(monkeypatch):
+    monkeypatch.setenv("PORTFOLIO_MLOPS_REGISTRY", "registry.example/team")
+    monkeypatch.setenv("PORTFOLIO_MLOPS_IMAGE_TAG", "1.2.3")
+    assert images.image("train") == "registry.example/team/python-train:1.2.3"
+    with pytest.raises(ValueError, match="unknown image target"):
+        images.image("nope")
