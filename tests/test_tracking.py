@@ -513,3 +513,16 @@ def test_cli_promote_without_a_run_id_judges_the_latest_parent_run(cli, cli_seco
     assert out.startswith("promotion: champion unchanged (v1)")
     assert re.search(r"^\s+v2 ridge\s+not promoted\s", out, re.MULTILINE)
     assert client.get_run(latest_parent).data.tags["promotion.decision"] == "not promoted"
+
+
+def test_an_injected_mlflow_run_id_becomes_the_parent_instead_of_a_second_one(signal_run, client, monkeypatch, tmp_path):
+    """KFP's MLflow integration opens a run per pipeline run and passes MLFLOW_RUN_ID to the pods."""
+    experiment_id = client.get_experiment_by_name(signal_run.cfg.tracking.experiment).experiment_id
+    outer = client.create_run(experiment_id, run_name="kfp pipeline run").info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", outer)
+
+    tracked = tracking.log_chain(signal_run.chain, signal_run.chain.features, signal_run.cfg, tmp_path)
+
+    assert tracked.parent_run_id == outer
+    for child in tracked.child_run_ids.values():
+        assert client.get_run(child).data.tags["mlflow.parentRunId"] == outer

@@ -153,7 +153,20 @@ def _log_metrics(client, run_id: str, values: dict[str, float]) -> None:
 
 
 def log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Path, data_source: str | None = None) -> TrackedRun:
-    """Log a finished chain (runner.ChainResult) and register one model version per algorithm."""
+    """Log a finished chain (runner.ChainResult) and register one model version per algorithm.
+
+    With MLFLOW_RUN_ID set (KFP's MLflow integration), that run is the parent.
+    """
+    outer = os.environ.pop("MLFLOW_RUN_ID", None)  # else MLflow would resume it for every child too
+    try:
+        return _log_chain(chain, features, cfg, output_dir, data_source, outer)
+    finally:
+        if outer is not None:
+            os.environ["MLFLOW_RUN_ID"] = outer
+
+
+def _log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Path, data_source: str | None,
+               outer: str | None) -> TrackedRun:
     import mlflow
     from mlflow import MlflowClient
 
@@ -168,8 +181,7 @@ def log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pat
     stage = "creating the experiment"
     tracked: TrackedRun | None = None
     try:
-        outer = os.environ.get("MLFLOW_RUN_ID")
-        experiment = (mlflow.get_experiment(client.get_run(outer).info.experiment_id) if outer
+        experiment = (mlflow.set_experiment(experiment_id=client.get_run(outer).info.experiment_id) if outer
                       else mlflow.set_experiment(cfg.tracking.experiment))
         stage = "closing runs abandoned by earlier processes"
         fail_abandoned_runs(client, experiment.experiment_id)
