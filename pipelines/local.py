@@ -1,8 +1,8 @@
 """Run the training pipeline on this machine with kfp.local (SubprocessRunner: every step a process)."""
 
 import os
+import builtins
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +24,9 @@ def run_local(params: dict[str, Any], output_dir: str | Path, work_dir: str | Pa
     scratch = work / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     previous_tmp = os.environ.get("TMPDIR")
-    streams = (sys.stdout, sys.stderr)  # kfp.local leaves an indenting wrapper on them
+    # kfp.local indents print() while a task runs by swapping builtins.print; with two tasks in
+    # parallel threads the swaps interleave and an indenting print can outlive the run. Restore it.
+    original_print = builtins.print
     os.environ["TMPDIR"] = str(scratch)
     tempfile.tempdir = None  # re-read TMPDIR
     started = time.perf_counter()
@@ -38,7 +40,7 @@ def run_local(params: dict[str, Any], output_dir: str | Path, work_dir: str | Pa
         shutil.copytree(outputs.outputs["report"].path, destination)
         return {"decision": outputs.outputs["decision"], "seconds": seconds, "work_dir": str(work)}
     finally:
-        sys.stdout, sys.stderr = streams
+        builtins.print = original_print
         if previous_tmp is None:
             os.environ.pop("TMPDIR", None)
         else:
