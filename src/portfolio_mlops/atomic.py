@@ -49,6 +49,16 @@ def write_parquet(target: str | os.PathLike[str], frame: pd.DataFrame) -> None:
         frame.to_parquet(tmp, index=False)
 
 
+def read_marker(path: str | os.PathLike[str], missing_hint: str) -> Any:
+    """Read the JSON file whose presence marks a completed step; a clear error says how to make it."""
+    from portfolio_mlops.errors import DataLayoutError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataLayoutError(f"{path.parent}: no {path.name}; {missing_hint}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()

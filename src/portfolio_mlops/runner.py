@@ -167,12 +167,7 @@ def save_features(features: FeatureSet, folder: str | Path) -> None:
 
 def load_features(folder: str | Path) -> FeatureSet:
     folder = Path(folder)
-    meta_path = folder / "features_meta.json"
-    if not meta_path.is_file():
-        from portfolio_mlops.errors import DataLayoutError
-
-        raise DataLayoutError(f"{folder}: no features_meta.json; run `portfolio-mlops features` first")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = atomic.read_marker(folder / "features_meta.json", "run `portfolio-mlops features` first")
     return FeatureSet(
         frame=pd.read_parquet(folder / "features.parquet"),
         feature_names=tuple(meta["feature_names"]),
@@ -194,12 +189,8 @@ def save_training(result: WalkForwardResult, folder: str | Path) -> None:
 
 def load_training(folder: str | Path, algorithm: str) -> WalkForwardResult:
     folder = Path(folder)
-    meta_path = folder / f"training_{algorithm}.json"
-    if not meta_path.is_file():
-        from portfolio_mlops.errors import DataLayoutError
-
-        raise DataLayoutError(f"{folder}: no training_{algorithm}.json; run `portfolio-mlops train --algorithms {algorithm}` first")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = atomic.read_marker(folder / f"training_{algorithm}.json",
+                              f"run `portfolio-mlops train --algorithms {algorithm}` first")
     model = pickle.loads((folder / f"model_{algorithm}.pkl").read_bytes())
     return WalkForwardResult(algorithm, pd.read_parquet(folder / f"predictions_{algorithm}.parquet"), meta["refits"],
                              model, meta["configurations_tried"], meta["seconds"])

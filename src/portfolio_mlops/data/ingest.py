@@ -12,7 +12,6 @@ Re-running on the same input rewrites byte-identical content (no timestamps in t
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from portfolio_mlops import __version__, atomic
 from portfolio_mlops.config import ValidationConfig
 from portfolio_mlops.data.layouts import read_dataset
 from portfolio_mlops.data.validation import QualityReport, validate_prices
-from portfolio_mlops.errors import DataLayoutError
 
 
 @dataclass(frozen=True)
@@ -95,10 +93,7 @@ def ingest(source: str | Path | None, out_dir: str | Path, cfg: ValidationConfig
 def load_panel(ingest_dir: str | Path) -> Panel:
     """Read an ingest output folder back (the manifest must exist: it marks a complete ingest)."""
     folder = Path(ingest_dir)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise DataLayoutError(f"{folder}: no manifest.json; run `portfolio-mlops ingest --output {folder}` first")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = atomic.read_marker(folder / "manifest.json", f"run `portfolio-mlops ingest --output {folder}` first")
     prices = pd.read_parquet(folder / "prices.parquet")
     bench_path = folder / "benchmark.parquet"
     benchmark = None
