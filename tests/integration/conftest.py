@@ -14,6 +14,7 @@ from portfolio_mlops.stack import StackConfig, StackError, StackState, down, fin
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration: starts real servers (deselect with -m 'not integration')")
+    config.addinivalue_line("markers", "images: runs the built container images (needs a Docker engine)")
 
 
 @pytest.fixture(scope="session")
