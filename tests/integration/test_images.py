@@ -124,15 +124,16 @@ def test_the_whole_pipeline_runs_each_step_in_its_own_image_with_docker_runner(s
     """kfp.local.DockerRunner with the real images and host networking, tracked in the stack's server."""
     import kfp.local
 
+    from pipelines.local import local_session
     from pipelines.training import training_pipeline
 
     root = Path(tmp_path_factory.mktemp("docker-pipeline")) / "root"
     root.mkdir()
     root.chmod(0o777)  # the steps run as UID 1001 and write their artifacts here
-    kfp.local.init(runner=kfp.local.DockerRunner(network_mode="host", environment={
-        "MLFLOW_TRACKING_URI": stack.tracking_uri}), pipeline_root=str(root))
-    outputs = training_pipeline(algorithms=["ridge", "lasso"], experiment="docker-pipeline",
-                                registered_model="docker-ranker")
+    runner = kfp.local.DockerRunner(network_mode="host", environment={"MLFLOW_TRACKING_URI": stack.tracking_uri})
+    with local_session(root, runner):
+        outputs = training_pipeline(algorithms=["ridge", "lasso"], experiment="docker-pipeline",
+                                    registered_model="docker-ranker")
     summary = json.loads((Path(outputs.outputs["report"].path) / "summary.json").read_text())
     assert set(summary["algorithms"]) == {"ridge", "lasso"}
     assert summary["mlflow"]["tracking_uri"] == stack.tracking_uri
