@@ -11,13 +11,14 @@ def train(config: Input[Dataset], algorithm: str, panel: Input[Dataset], feature
           model: Output[Model], metrics: Output[Metrics]):
     """The Metrics artifact is what the KFP UI shows per algorithm: signal and net portfolio figures."""
     import math
-    import tempfile
 
     from pathlib import Path
 
     from portfolio_mlops.config import BenchmarkConfig, RunConfig
     from portfolio_mlops.data.ingest import load_panel
-    from portfolio_mlops.runner import assemble_chain, load_features, save_training, train_all
+    from portfolio_mlops.evaluation import evaluate
+    from portfolio_mlops.features import to_grid
+    from portfolio_mlops.runner import load_features, save_training, train_all
 
     cfg = RunConfig.model_validate_json(Path(config.path).read_text()).with_algorithms([algorithm])
     loaded = load_features(features.path)
@@ -27,7 +28,8 @@ def train(config: Input[Dataset], algorithm: str, panel: Input[Dataset], feature
 
     # A quick look for the UI (no random benchmarks); the promote step evaluates all algorithms together.
     quick = cfg.model_copy(update={"benchmarks": BenchmarkConfig(random_seeds=0, factors=[])})
-    summary = assemble_chain(load_panel(panel.path), loaded, {algorithm: result}, quick, tempfile.mkdtemp()).summary
+    # Metrics only: no report folder is written for this look.
+    summary = evaluate(loaded, to_grid(load_panel(panel.path).prices), {algorithm: result}, quick, None).summary
     block = summary["algorithms"][algorithm]
     figures = {
         "ic_mean": block["signal"]["ic_mean"], "ic_tstat": block["signal"]["ic_tstat"],

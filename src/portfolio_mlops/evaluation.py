@@ -75,7 +75,8 @@ def evaluate(features: FeatureSet, grid: Grid, results: dict[str, WalkForwardRes
     if cfg.benchmarks.random_seeds:
         seeds = [run(f"random_{s}", random_book(universe, grid.tickers, cfg.portfolio, seed=cfg.seed * 10_000 + s))
                  for s in range(cfg.benchmarks.random_seeds)]
-        per_seed = [metrics.portfolio_metrics(r.net(bps)) for r in seeds]
+        seed_net = [r.net(bps) for r in seeds]
+        per_seed = [metrics.portfolio_metrics(net) for net in seed_net]
         per_seed_gross = [metrics.portfolio_metrics(r.gross) for r in seeds]
         random_sharpes = [m["sharpe"] for m in per_seed]
 
@@ -93,7 +94,7 @@ def evaluate(features: FeatureSet, grid: Grid, results: dict[str, WalkForwardRes
             "cagr_p95": float(np.percentile([m["cagr"] for m in per_seed], 95)),
             "note": "median over seeds of each metric; excess is measured against the seeds' mean daily return",
         }
-        net_returns["random_top_n"] = np.mean([r.net(bps) for r in seeds], axis=0)
+        net_returns["random_top_n"] = np.mean(seed_net, axis=0)
 
     if benchmark_series is not None:
         index_daily = index_returns(benchmark_series, return_days)

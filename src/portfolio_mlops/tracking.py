@@ -127,10 +127,13 @@ def algorithm_metrics(summary: dict[str, Any], algorithm: str) -> dict[str, floa
 def _history(client, run_id: str, key: str, dates: pd.DatetimeIndex, values: np.ndarray, every: int = 1) -> None:
     from mlflow.entities import Metric
 
-    points = [
+    _log_metric_points(client, run_id, [
         Metric(key, float(v), int(d.value // 1_000_000), step)
         for step, (d, v) in enumerate(zip(dates, values)) if step % every == 0 and math.isfinite(v)
-    ]
+    ])
+
+
+def _log_metric_points(client, run_id: str, points: list) -> None:
     for start in range(0, len(points), MAX_BATCH):
         client.log_batch(run_id, metrics=points[start:start + MAX_BATCH])
 
@@ -147,9 +150,7 @@ def _log_metrics(client, run_id: str, values: dict[str, float]) -> None:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    items = [Metric(k, v, now, 0) for k, v in values.items()]
-    for start in range(0, len(items), MAX_BATCH):
-        client.log_batch(run_id, metrics=items[start:start + MAX_BATCH])
+    _log_metric_points(client, run_id, [Metric(k, v, now, 0) for k, v in values.items()])
 
 
 def log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Path, data_source: str | None = None) -> TrackedRun:
