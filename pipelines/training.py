@@ -25,13 +25,20 @@ MLFLOW_CONFIGMAP = "portfolio-mlops-mlflow"  # keys: MLFLOW_TRACKING_URI, MLFLOW
 MLFLOW_SECRET = "portfolio-mlops-mlflow"  # optional keys: tracking basic-auth, S3 credentials for direct artifact access
 DEFAULT_ALGORITHMS = ["ridge", "lasso", "elasticnet", "hgb"]
 
-# (cpu request, cpu limit, memory request, memory limit) per step, for a full S&P 500 panel.
+# (cpu request, cpu limit, memory request, memory limit) per step.
+# Limits are sized for a full S&P 500 panel. Requests are what the scheduler must find free, and the
+# same IR runs on the smallest target: a 2-vCPU kind node (GitHub runner) where the control plane
+# (~0.95 CPU), KFP 2.17 (~0.67 CPU, ~3 GiB) and our services (~0.4 CPU) already request nearly all of
+# it, plus 0.1 CPU per KFP driver/launcher; of its ~7 GB, about 2 GiB are left. With a 1-CPU or 2G
+# request a step would stay Pending forever; with 100m / 1G it schedules and bursts up to its limit
+# while the node is idle. The train steps run in parallel (one per algorithm): on a full node they
+# queue rather than fail.
 RESOURCES = {
     "configure": ("100m", "500m", "256M", "1G"),
-    "ingest": ("1", "2", "2G", "4G"),
-    "features": ("1", "2", "2G", "4G"),
-    "train": ("1", "1", "2G", "4G"),
-    "promote": ("1", "2", "2G", "6G"),
+    "ingest": ("100m", "2", "1G", "4G"),
+    "features": ("100m", "2", "1G", "4G"),
+    "train": ("100m", "1", "1G", "4G"),
+    "promote": ("100m", "2", "1G", "6G"),
 }
 
 

@@ -5,12 +5,17 @@
 #   scripts/kind.sh check        prerequisites: docker engine, kind, kubectl, inotify limits
 #   scripts/kind.sh up           check; create the cluster (k8s/kind/cluster.yaml) if absent; build and
 #                                load our images; kubectl apply -k k8s/overlays/kind; wait for rollouts
-#   scripts/kind.sh kfp-install  install KFP standalone (pinned, $KFP_VERSION) and expose its UI on
-#                                NodePort 30880 (http://127.0.0.1:30880)
+#   scripts/kind.sh kfp-install  install KFP standalone ($KFP_VERSION, pinned in k8s/versions.env) and
+#                                expose its UI on NodePort 30880 (http://127.0.0.1:30880)
 #   scripts/kind.sh submit       compile and submit the pipeline to KFP, wait for it to finish
-#   scripts/kind.sh down         delete the cluster
+#   scripts/kind.sh delete-app   delete what `up` applied (k8s/overlays/kind; KFP and its namespace stay)
+#   scripts/kind.sh down         delete the cluster (everything: our stack and KFP)
+#   scripts/kind.sh versions     print the pins in effect (k8s/versions.env, overridden by the environment)
 #
-# Environment: CLUSTER_NAME (portfolio-mlops), KFP_VERSION (2.14.3), KFP_ENV (env/platform-agnostic),
+# Versions come from k8s/versions.env (the one pin file; the workflow, the README and
+# tests/test_kfp_backend_protos.py read it too). A variable set in the environment wins, for
+# experiments only: e.g. KFP_VERSION=2.18.1 scripts/kind.sh kfp-install.
+# Environment: CLUSTER_NAME (portfolio-mlops), KFP_VERSION (pin), KFP_ENV (env/platform-agnostic),
 # KFP_HOST (http://127.0.0.1:30880), BUILD_ARGS (extra args for scripts/build-images.sh, e.g.
 # --local-base), SKIP_BUILD=1 (images already built), TIMEOUT (rollout timeout, 600s).
 set -euo pipefail
@@ -19,7 +24,13 @@ cd "$(dirname "$0")/.."
 CLUSTER_NAME=${CLUSTER_NAME:-portfolio-mlops}
 NAMESPACE=portfolio-mlops
 KFP_NAMESPACE=kubeflow
-KFP_VERSION=${KFP_VERSION:-2.14.3}
+# Every KEY=value pin of k8s/versions.env, unless the environment already sets KEY.
+PINNED_KEYS=()
+while IFS='=' read -r key value; do
+    case "$key" in ''|'#'*) continue ;; esac
+    PINNED_KEYS+=("$key")
+    [ -n "${!key:-}" ] || printf -v "$key" '%s' "$value"
+done < k8s/versions.env
 KFP_ENV=${KFP_ENV:-env/platform-agnostic}
 KFP_REPO=github.com/kubeflow/pipelines/manifests/kustomize
 KFP_UI_NODEPORT=30880
@@ -33,7 +44,7 @@ MIN_INSTANCES=512
 log() { echo "kind.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; }  # the header comment
 
 cmd_check() {
     local failed=0
@@ -139,6 +150,14 @@ cmd_kfp_install() {
     log "installing KFP $KFP_VERSION: $KFP_ENV"
     kubectl apply -k "$KFP_REPO/$KFP_ENV?ref=$KFP_VERSION"
     wait_rollouts "$KFP_NAMESPACE" deployments
+    # kind's CNI (kindnet, kind >= v0.24) enforces NetworkPolicy. KFP 2.17.0's platform-agnostic env
+    # ships one, `seaweedfs` (ingress to the object store on 8333 from the same namespace): it selects
+    # neither ml-pipeline-ui (so the NodePort below needs no allow rule) nor the pipeline pods (whose
+    # egress to MLflow/MinIO in portfolio-mlops is governed by our overlay's policies only). 2.15.0
+    # also shipped `default-allow-same-namespace`, which would cut the NodePort off: list them, so a
+    # KFP_VERSION change that adds one shows up here.
+    log "NetworkPolicies in $KFP_NAMESPACE (kindnet enforces them):"
+    kubectl -n "$KFP_NAMESPACE" get networkpolicy >&2
     log "exposing ml-pipeline-ui on NodePort $KFP_UI_NODEPORT"
     kubectl -n "$KFP_NAMESPACE" patch service ml-pipeline-ui --type=strategic \
         -p "{\"spec\":{\"type\":\"NodePort\",\"ports\":[{\"port\":80,\"nodePort\":$KFP_UI_NODEPORT}]}}"
@@ -183,6 +202,17 @@ cmd_submit() {
     "$CLI" pipeline submit --host "$KFP_HOST" --wait "$@"
 }
 
+cmd_delete_app() {
+    # kubectl delete -k of our overlay, minus KFP's namespace: the overlay puts the pipelines'
+    # ConfigMap/Secret into it, and deleting the Namespace object would delete KFP with it.
+    log "deleting k8s/overlays/kind (not the $KFP_NAMESPACE namespace)"
+    kubectl kustomize k8s/overlays/kind | "$PYTHON" -c '
+import sys, yaml
+keep = [d for d in yaml.safe_load_all(sys.stdin)
+        if d and not (d["kind"] == "Namespace" and d["metadata"]["name"] == sys.argv[1])]
+yaml.safe_dump_all(keep, sys.stdout)' "$KFP_NAMESPACE" | kubectl delete --ignore-not-found -f -
+}
+
 cmd_down() {
     if cluster_exists; then
         kind delete cluster --name "$CLUSTER_NAME"
@@ -196,7 +226,9 @@ case "${1:-}" in
     up) cmd_up ;;
     kfp-install) cmd_kfp_install ;;
     submit) shift; cmd_submit "$@" ;;
+    delete-app) cmd_delete_app ;;
     down) cmd_down ;;
+    versions) for key in "${PINNED_KEYS[@]}"; do echo "$key=${!key}"; done ;;
     -h|--help|help) usage ;;
     "") usage; exit 2 ;;
     *) log "unknown subcommand: $1"; usage; exit 2 ;;

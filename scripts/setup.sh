@@ -19,4 +19,8 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+# The protos of the pinned KFP backend (k8s/versions.env), for tests/test_kfp_backend_protos.py: the
+# kfp-pipeline-spec/kfp-kubernetes wheels of that release into .cache/kfp-backend-protos/<version>
+# (skipped when present). Not the SDK's own: the backend may be older than the SDK we compile with.
+.venv/bin/python -m pipelines.backend_protos install
 echo "setup: .venv ready ($(.venv/bin/python -c 'import portfolio_mlops; print("portfolio_mlops", portfolio_mlops.__version__)'))" >&2
