@@ -28,10 +28,51 @@ def wait_loop(what: str, check: str) -> str:
     ])
 
 
-def backend_store_uri(values: Values) -> str:
-    """The Postgres URI built by Kubernetes' $(VAR) expansion from the credentials' env (URL-safe values)."""
-    return (f"postgresql+psycopg2://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@postgres:{POSTGRES_PORT}"
-            f"/$(POSTGRES_DB)")
+def backend_store_uri(values: Values, shell: bool = False) -> str:
+    """The Postgres URI built from the credentials' env (URL-safe values): by Kubernetes' $(VAR)
+    expansion in command/args, or, with `shell`, by sh's ${VAR} inside a script."""
+    variable = "${%s}" if shell else "$(%s)"
+    user, password, db = (variable % name for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"))
+    return f"postgresql+psycopg2://{user}:{password}@postgres:{POSTGRES_PORT}/{db}"
+
+
+def mlflow_service_hosts(values: Values) -> list[str]:
+    """Every DNS name a pod resolves to the `mlflow` Service: short (same namespace), namespaced,
+    `.svc` and fully qualified."""
+    short = "mlflow"
+    return [short, f"{short}.{values.namespace}", f"{short}.{values.namespace}.svc",
+            f"{short}.{values.namespace}.svc.cluster.local"]
+
+
+def mlflow_tracking_uri(values: Values, qualified: bool = False) -> str:
+    """The MLFLOW_TRACKING_URI of a client: the short name inside the namespace (serving), the
+    fully qualified name from other namespaces (the KFP pipeline pods)."""
+    hosts = mlflow_service_hosts(values)
+    return f"http://{hosts[-1] if qualified else hosts[0]}:{values.mlflow.port}"
+
+
+def mlflow_allowed_hosts(values: Values, node_port: int | None = None) -> list[str]:
+    """The `--allowed-hosts` of the MLflow server: MLflow >= 3.5 answers 403 "Invalid Host
+    header" to any other Host, and compares `host:port` EXACTLY (only entries with `*` are
+    fnmatch patterns), so each entry carries the port the client dials: every Service name on
+    the Service port, port-forward (`kubectl port-forward svc/mlflow <port>`) on loopback, and,
+    when given, the NodePort on loopback (kind maps it to 127.0.0.1)."""
+    port = values.mlflow.port
+    hosts = [f"{host}:{port}" for host in mlflow_service_hosts(values)]
+    hosts += [f"localhost:{port}", f"127.0.0.1:{port}"]
+    if node_port is not None:
+        hosts += [f"localhost:{node_port}", f"127.0.0.1:{node_port}"]
+    return hosts + list(values.mlflow.extra_allowed_hosts)
+
+
+def mlflow_server_args(values: Values, node_port: int | None = None) -> list[str]:
+    """The MLflow server container's args (the image's entrypoint is `mlflow server`)."""
+    ml = values.mlflow
+    return ["--backend-store-uri", backend_store_uri(values),
+            # Proxied artifacts: clients need only MLFLOW_TRACKING_URI, no S3 credentials.
+            "--serve-artifacts", "--artifacts-destination", f"s3://{BUCKET}/artifacts",
+            "--host", "0.0.0.0", "--port", str(ml.port), "--workers", "1",
+            "--allowed-hosts", ",".join(mlflow_allowed_hosts(values, node_port))]
 
 
 def namespace(values: Values) -> list[k.Manifest]:
@@ -105,11 +146,7 @@ def mlflow(values: Values) -> list[k.Manifest]:
                           env=credentials, volumeMounts=k.mounts(home="/home/app", tmp="/tmp"))
     server = k.container(
         "mlflow", ml.image, ml.uid, ml.resources,
-        args=["--backend-store-uri", backend_store_uri(values),
-              # Proxied artifacts: clients need only MLFLOW_TRACKING_URI, no S3 credentials.
-              "--serve-artifacts", "--artifacts-destination", f"s3://{BUCKET}/artifacts",
-              "--host", "0.0.0.0", "--port", str(ml.port), "--workers", "1",
-              "--allowed-hosts", ",".join(ml.allowed_hosts)],
+        args=mlflow_server_args(values),
         ports=[{"name": "http", "containerPort": ml.port}],
         env=credentials
         + k.plain_env(MLFLOW_S3_ENDPOINT_URL=f"http://minio:{MINIO_API_PORT}", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
@@ -130,10 +167,12 @@ def serving(values: Values) -> list[k.Manifest]:
         "serving", sv.image, sv.uid, sv.resources,
         ports=[{"name": "http", "containerPort": sv.port}],
         env=k.plain_env(MLFLOW_TRACKING_URI=f"http://mlflow:{values.mlflow.port}", MODEL_URI=sv.model_uri,
-                        PORT=str(sv.port)),
-        # The model is downloaded from the registry at start: give it time before liveness counts.
-        readinessProbe=k.http_probe("/ping", "http", initial_delay=10),
-        livenessProbe=k.http_probe("/ping", "http", initial_delay=120, period=20, failures=6),
+                        PORT=str(sv.port), POLL_SECONDS=str(sv.poll_seconds)),
+        # HTTP is up within seconds and the model loads in the background: /health says the process
+        # lives, /ping that a version is loaded (503 until the registry has a champion, for as long as
+        # that takes - not a reason to restart).
+        readinessProbe=k.http_probe("/ping", "http", initial_delay=5, period=5),
+        livenessProbe=k.http_probe("/health", "http", initial_delay=15, period=10, failures=6),
         volumeMounts=k.mounts(home="/home/app", tmp="/tmp"))
     pod = {"securityContext": k.pod_security(sv.uid), "automountServiceAccountToken": False,
            "containers": [server], "volumes": k.empty_dirs("home", "tmp")}
@@ -141,22 +180,38 @@ def serving(values: Values) -> list[k.Manifest]:
             k.deployment("serving", values.namespace, "serving", sv.replicas, pod)]
 
 
+PIPELINE_PODS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": PIPELINE_NAMESPACE}},
+                 "podSelector": {"matchLabels": {"pipelines.kubeflow.org/v2_component": "true"}}}
+"""KFP's pipeline step pods (both selectors in one peer: pods with that label IN that namespace)."""
+
+
+def network_policy(values: Values, name: str, port: int | None, sources: list[k.Manifest] | None) -> k.Manifest:
+    """An ingress policy for the pods of app `name`: `sources` may reach `port` (TCP); with
+    `sources=None` it admits nothing yet (an overlay appends the rule that exposes the app)."""
+    rules = [] if sources is None else [{"from": sources, "ports": [{"protocol": "TCP", "port": port}]}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": k.metadata(f"{name}-ingress", values.namespace, "network-policy"),
+            "spec": {"podSelector": {"matchLabels": k.selector(name)}, "policyTypes": ["Ingress"],
+                     "ingress": rules}}
+
+
 def network_policies(values: Values) -> list[k.Manifest]:
-    """Postgres answers only MLflow; the object store only MLflow, the bucket Job and KFP's pipeline pods."""
+    """Ingress is denied to every pod of the namespace, then allowed per app from its clients only:
+    Postgres from MLflow; the object store from MLflow, the bucket Job and KFP's pipeline pods;
+    MLflow from serving and the pipeline pods. Who reaches MLflow and serving from outside (kind's
+    NodePorts, production's Ingress controller) is the overlays' rule. (Traffic from the node
+    itself, e.g. the kubelet's probes, is always allowed by NetworkPolicy semantics.)"""
     def from_app(name: str) -> k.Manifest:
         return {"podSelector": {"matchLabels": k.selector(name)}}
 
-    pipeline_pods = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": PIPELINE_NAMESPACE}},
-                     "podSelector": {"matchLabels": {"pipelines.kubeflow.org/v2_component": "true"}}}
-
-    def policy(name: str, port: int, sources: list[k.Manifest]) -> k.Manifest:
-        return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                "metadata": k.metadata(f"{name}-ingress", values.namespace, "network-policy"),
-                "spec": {"podSelector": {"matchLabels": k.selector(name)}, "policyTypes": ["Ingress"],
-                         "ingress": [{"from": sources, "ports": [{"protocol": "TCP", "port": port}]}]}}
-
-    return [policy("postgres", POSTGRES_PORT, [from_app("mlflow")]),
-            policy("minio", MINIO_API_PORT, [from_app("mlflow"), from_app("create-bucket"), pipeline_pods])]
+    deny_all = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": k.metadata("default-deny-ingress", values.namespace, "network-policy"),
+                "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    return [deny_all,
+            network_policy(values, "postgres", POSTGRES_PORT, [from_app("mlflow")]),
+            network_policy(values, "minio", MINIO_API_PORT, [from_app("mlflow"), from_app("create-bucket"), PIPELINE_PODS]),
+            network_policy(values, "mlflow", values.mlflow.port, [from_app("serving"), PIPELINE_PODS]),
+            network_policy(values, "serving", values.serving.port, None)]
 
 
 FILES = {"namespace.yaml": namespace, "postgres.yaml": postgres, "minio.yaml": minio,

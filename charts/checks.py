@@ -12,11 +12,13 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from charts.values import MinioValues, PostgresValues, ProductionValues
+
 Doc = dict[str, Any]
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
 # Secrets that the production overlay documents as provided outside the rendered set.
-EXTERNAL_SECRETS = frozenset({"postgres-credentials", "minio-credentials"})
+EXTERNAL_SECRETS = frozenset({PostgresValues().secret, MinioValues().secret, ProductionValues().auth_secret})
 
 
 def _ns(doc: Mapping[str, Any]) -> str:
@@ -223,6 +225,31 @@ def check_mlflow_wiring(docs: list[Doc], required: Mapping[str, Iterable[str]],
     return problems
 
 
+def cpu_millicores(quantity: str | int | float) -> float:
+    """A Kubernetes CPU quantity ("250m", "0.5", 2) in millicores."""
+    text = str(quantity).strip()
+    return float(text[:-1]) if text.endswith("m") else float(text) * 1000
+
+
+def pod_cpu_request(pod_spec: Mapping[str, Any]) -> float:
+    """The CPU (millicores) the scheduler reserves for one pod: the larger of its largest init
+    container and the sum of its containers (init containers run one at a time, before them)."""
+    def request(c: Mapping[str, Any]) -> float:
+        return cpu_millicores(((c.get("resources") or {}).get("requests") or {}).get("cpu", 0))
+
+    init = max((request(c) for c in pod_spec.get("initContainers") or []), default=0.0)
+    return max(init, sum(request(c) for c in pod_spec.get("containers") or []))
+
+
+def cpu_requests(docs: Iterable[Doc]) -> dict[str, float]:
+    """"Kind namespace/name" -> millicores requested by all its replicas, for every workload."""
+    found = {}
+    for owner, tpl in pod_templates(docs):
+        replicas = (owner.get("spec") or {}).get("replicas", 1) if owner.get("kind") != "Job" else 1
+        found[_label(owner)] = pod_cpu_request(tpl.get("spec") or {}) * replicas
+    return found
+
+
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
@@ -234,10 +261,17 @@ def image_pinned(ref: str) -> bool:
     return ":" in last and last.rsplit(":", 1)[1] not in ("", "latest")
 
 
+def image_digest_pinned(ref: str) -> bool:
+    """`name:tag@sha256:<64 hex>`: the digest fixes the content, the tag says what it is."""
+    if not _DIGEST.search(ref):
+        return False
+    return image_pinned(ref.split("@", 1)[0])
+
+
 def check_images(docs: list[Doc], ours: Iterable[str]) -> list[str]:
-    """Every container image is one of ours (exactly as components.images names it) or pinned
-    upstream (tag other than latest, or digest). An image under our registry prefix that is not one
-    of ours (stale tag, misspelt name) is a problem too."""
+    """Every container image is one of ours (exactly as components.images names it) or an upstream
+    image pinned by tag AND digest (`tag@sha256:...`: a tag can be re-pushed). An image under our
+    registry prefix that is not one of ours (stale tag, misspelt name) is a problem too."""
     ours = set(ours)
     prefixes = {o.rsplit("/", 1)[0] + "/" for o in ours}
     problems = []
@@ -249,9 +283,86 @@ def check_images(docs: list[Doc], ours: Iterable[str]) -> list[str]:
             if any(ref.startswith(p) for p in prefixes):
                 problems.append(f"{_label(owner)}: container {c.get('name')} image {ref!r} is under our "
                                 f"registry but not one of components.images ({sorted(ours)})")
-            elif not image_pinned(ref):
+            elif not image_digest_pinned(ref):
                 problems.append(f"{_label(owner)}: container {c.get('name')} image {ref!r} is not pinned "
-                                "(needs a tag other than latest, or a digest)")
+                                "(upstream images need tag@sha256:<digest>)")
+    return problems
+
+
+def check_network_policies(docs: list[Doc]) -> list[str]:
+    """Every pod template is selected by at least one NetworkPolicy of its namespace that governs
+    Ingress (an empty podSelector selects every pod of the namespace)."""
+    policies = [d for d in docs if d.get("kind") == "NetworkPolicy"
+                and "Ingress" in ((d.get("spec") or {}).get("policyTypes") or ["Ingress"])]
+    problems = []
+    for owner, tpl in pod_templates(docs):
+        labels = (tpl.get("metadata") or {}).get("labels") or {}
+        selected = False
+        for policy in policies:
+            if _ns(policy) != _ns(owner):
+                continue
+            selector = (policy.get("spec") or {}).get("podSelector") or {}
+            if selector.get("matchExpressions"):
+                raise ValueError(f"{_label(policy)}: matchExpressions are not supported by this check")
+            match = selector.get("matchLabels") or {}
+            if all(labels.get(key) == value for key, value in match.items()):
+                selected = True
+        if not selected:
+            problems.append(f"{_label(owner)}: no NetworkPolicy of namespace {_ns(owner)} selects its pods")
+    return problems
+
+
+def _host_allowed(allowed: Iterable[str], host: str) -> bool:
+    """MLflow 3.17's rule (mlflow.server.security_utils.is_allowed_host_header): an entry with `*`
+    is an fnmatch pattern, any other must equal the Host header exactly (port included)."""
+    import fnmatch
+
+    allowed = list(allowed)
+    return "*" in allowed or any(fnmatch.fnmatch(host, a) if "*" in a else host == a for a in allowed)
+
+
+def mlflow_client_hosts(docs: Iterable[Doc], variable: str = "MLFLOW_TRACKING_URI") -> dict[str, str]:
+    """Host header -> where it is configured, for every `variable` value in container env and
+    ConfigMap data of the set (the Host an HTTP client sends: host, plus `:port` unless default)."""
+    from urllib.parse import urlsplit
+
+    found: dict[str, str] = {}
+
+    def add(uri: str, where: str) -> None:
+        parts = urlsplit(uri)
+        default = {"http": 80, "https": 443}.get(parts.scheme)
+        host = parts.hostname or ""
+        found[host if parts.port in (None, default) else f"{host}:{parts.port}"] = where
+
+    for doc in docs:
+        if doc.get("kind") == "ConfigMap" and variable in (doc.get("data") or {}):
+            add(doc["data"][variable], f"{_label(doc)} data.{variable}")
+    for owner, tpl in pod_templates(docs):
+        for c in containers(tpl.get("spec") or {}):
+            for env in c.get("env") or []:
+                if env.get("name") == variable and "value" in env:
+                    add(env["value"], f"{_label(owner)} container {c.get('name')} env {variable}")
+    return found
+
+
+def check_mlflow_allowed_hosts(docs: list[Doc], hosts: Mapping[str, str], container_name: str = "mlflow") -> list[str]:
+    """Every Host in `hosts` (Host -> where it comes from) passes the `--allowed-hosts` of the
+    MLflow server container (by name) under MLflow's matching rule."""
+    problems = []
+    for owner, tpl in pod_templates(docs):
+        for c in (tpl.get("spec") or {}).get("containers") or []:
+            if c.get("name") != container_name:
+                continue
+            args = [str(a) for a in (c.get("command") or []) + (c.get("args") or [])]
+            values = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--allowed-hosts"]
+            values += [a.split("=", 1)[1] for a in args if a.startswith("--allowed-hosts=")]
+            if not values:
+                problems.append(f"{_label(owner)}: container {container_name} has no --allowed-hosts "
+                                "(MLflow would then allow only localhost and private IPs)")
+                continue
+            allowed = [h.strip() for h in values[-1].split(",")]
+            problems += [f"{_label(owner)}: --allowed-hosts rejects Host {host!r} ({where})"
+                         for host, where in sorted(hosts.items()) if not _host_allowed(allowed, host)]
     return problems
 
 

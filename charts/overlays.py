@@ -1,7 +1,8 @@
 """The overlays: small patches over the base (kind, production) and an object-store swap (seaweedfs).
 
-Each overlay is a dict file name -> content: a kustomization (dict), patch files (dict or JSON6902
-op list) and extra resources (list of objects). `HEADERS` holds the comment put on top of a file.
+Each overlay is a function of the chart values returning a dict file name -> content: a
+kustomization (dict), patch files (dict or JSON6902 op list) and extra resources (list of
+objects). `HEADERS` holds the comment put on top of a file.
 """
 
 from __future__ import annotations
@@ -9,19 +10,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from charts import base
 from charts import objects as k
-from charts.base import MINIO_API_PORT
-from charts.values import (
-    NAMESPACE,
-    PIPELINE_NAMESPACE,
-    MinioValues,
-    Resources,
-    SeaweedfsValues,
-)
+from charts.checks import cpu_millicores, pod_templates
+from charts.values import PIPELINE_NAMESPACE, Resources, Values
+from components.images import COMPONENT_TARGETS, SERVICE_TARGETS, image
 
 KUSTOMIZATION = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
-MLFLOW_IN_CLUSTER = f"http://mlflow.{NAMESPACE}.svc.cluster.local:5000"
 PIPELINE_CONFIG = "portfolio-mlops-mlflow"  # read by pipelines/training.py (ConfigMap + optional Secret)
+
+# What our kind overlay may request, in millicores, so that everything fits a 2-vCPU runner:
+#   2000  the node (GitHub's 2-vCPU runner; kind runs one node)
+#  - 950  kind's control plane: kube-apiserver 250, kube-controller-manager 200, kube-scheduler 100,
+#         etcd 100, coredns 2 x 100, kindnet 100 (their static manifests' requests)
+#  - 674  KFP 2.17.0 env/platform-agnostic (`git show 2.17.0:manifests/kustomize/...`): ml-pipeline
+#         250, ml-pipeline-persistenceagent 120, mysql 100, Argo workflow-controller 100 (KFP's
+#         patch), seaweedfs 64, ml-pipeline-visualizationserver 30, ml-pipeline-ui 10; cache,
+#         metadata, viewer-crd, scheduledworkflow and cache-deployer request none
+#  - 250  one pipeline step pod at a time (steps request 100-250m; KFP 2.17's driver pods 100m,
+#         which run before their step, not beside it)
+#  = 126  for our pods: Postgres, MinIO, MLflow, serving and the bucket Job (init containers count
+#         as the scheduler counts them: max(largest init container, sum of the containers))
+KIND_NODE_MILLICORES = 2000
+KIND_CONTROL_PLANE_MILLICORES = 950
+KFP_MILLICORES = 674
+PIPELINE_STEP_MILLICORES = 250
+KIND_CPU_BUDGET = KIND_NODE_MILLICORES - KIND_CONTROL_PLANE_MILLICORES - KFP_MILLICORES - PIPELINE_STEP_MILLICORES
 
 
 def _target(kind: str, name: str) -> dict[str, str]:
@@ -38,24 +52,63 @@ def _node_port(node_port: int) -> list[dict[str, Any]]:
             {"op": "add", "path": "/spec/ports/0/nodePort", "value": node_port}]
 
 
-def _workload(kind: str, name: str, resources: Resources, replicas: int | None = None) -> dict[str, Any]:
+def _admit(port: int, sources: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Append an ingress rule to a NetworkPolicy of the base: `sources` (None: any source) may
+    reach `port`."""
+    rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": port}]}
+    if sources is not None:
+        rule = {"from": sources, **rule}
+    return [{"op": "add", "path": "/spec/ingress/-", "value": rule}]
+
+
+def _workload(kind: str, name: str, resources: Resources, replicas: int | None = None,
+              namespace: str = "") -> dict[str, Any]:
     spec: dict[str, Any] = {"template": {"spec": {"containers": [{"name": name, "resources": resources.manifest()}]}}}
     if replicas is not None:
         spec = {"replicas": replicas, **spec}
-    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec}
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
-def kind() -> dict[str, Any]:
+def _kind_workload_patch(workload: k.Manifest, cpu_request: str,
+                         containers: dict[str, dict[str, Any]] | None = None) -> k.Manifest:
+    """A strategic-merge patch lowering the CPU request of every container (init ones too) of a
+    base workload above `cpu_request`; `containers` adds fields per container name."""
+    containers = containers or {}
+    pod = workload["spec"]["template"]["spec"]
+    spec: dict[str, Any] = {}
+    for field in ("initContainers", "containers"):
+        patched = []
+        for container in pod.get(field) or []:
+            body: dict[str, Any] = dict(containers.get(container["name"], {}))
+            if cpu_millicores(container["resources"]["requests"]["cpu"]) > cpu_millicores(cpu_request):
+                body["resources"] = {"requests": {"cpu": cpu_request}}
+            if body:
+                patched.append({"name": container["name"], **body})
+        if patched:
+            spec[field] = patched
+    meta = workload["metadata"]
+    return {"apiVersion": workload["apiVersion"], "kind": workload["kind"],
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "spec": {"template": {"spec": spec}}}
+
+
+def kind(values: Values) -> dict[str, Any]:
+    ns, kv = values.namespace, values.kind
+    workloads = [owner for build in (base.postgres, base.minio, base.create_bucket, base.mlflow, base.serving)
+                 for owner, _ in pod_templates(build(values))]
+    # The NodePort forms of the MLflow host join --allowed-hosts here, where the NodePort exists.
+    extra = {"mlflow": {"mlflow": {"args": base.mlflow_server_args(values, node_port=kv.mlflow_node_port)}}}
+    patches = {f"patches/{w['metadata']['name']}-kind.yaml":
+               _kind_workload_patch(w, kv.cpu_request, extra.get(w["metadata"]["name"])) for w in workloads}
+    requests = {path: patch for path, patch in patches.items() if patch["spec"]["template"]["spec"]}
     kustomization = {
         **KUSTOMIZATION,
-        # The pipelines' namespace too, so this overlay applies before Kubeflow Pipelines is installed
-        # (KFP's own manifests create the same namespace; applying both is idempotent).
-        "resources": ["../../base", "kubeflow-namespace.yaml"],
+        "resources": ["../../base"],
         "generatorOptions": {"disableNameSuffixHash": True},
         "secretGenerator": [
-            {"name": "postgres-credentials", "namespace": NAMESPACE,
+            {"name": "postgres-credentials", "namespace": ns,
              "literals": ["POSTGRES_USER=mlflow", "POSTGRES_PASSWORD=mlflow-dev-password", "POSTGRES_DB=mlflow"]},
-            {"name": "minio-credentials", "namespace": NAMESPACE,
+            {"name": "minio-credentials", "namespace": ns,
              "literals": ["MINIO_ROOT_USER=minio-dev", "MINIO_ROOT_PASSWORD=minio-dev-password"]},
             # Empty on purpose: the kind MLflow server has no auth and proxies artifacts. With auth,
             # add MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD here.
@@ -63,34 +116,113 @@ def kind() -> dict[str, Any]:
         ],
         "configMapGenerator": [
             {"name": PIPELINE_CONFIG, "namespace": PIPELINE_NAMESPACE,
-             "literals": [f"MLFLOW_TRACKING_URI={MLFLOW_IN_CLUSTER}"]},
+             "literals": [f"MLFLOW_TRACKING_URI={base.mlflow_tracking_uri(values, qualified=True)}"]},
         ],
         "patches": [
             {"path": "patches/mlflow-nodeport.yaml", "target": _target("Service", "mlflow")},
             {"path": "patches/serving-nodeport.yaml", "target": _target("Service", "serving")},
+            # A NodePort admits whatever reaches the node: any source, on the container port.
+            {"path": "patches/mlflow-network-policy.yaml", "target": _target("NetworkPolicy", "mlflow-ingress")},
+            {"path": "patches/serving-network-policy.yaml", "target": _target("NetworkPolicy", "serving-ingress")},
             {"path": "patches/postgres-storage.yaml", "target": _target("StatefulSet", "postgres")},
             {"path": "patches/minio-storage.yaml", "target": _target("StatefulSet", "minio")},
+            *({"path": path} for path in requests),
         ],
     }
     return {
         "kustomization.yaml": kustomization,
-        "kubeflow-namespace.yaml": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PIPELINE_NAMESPACE}},
-        "patches/mlflow-nodeport.yaml": _node_port(30500),
-        "patches/serving-nodeport.yaml": _node_port(30080),
+        "patches/mlflow-nodeport.yaml": _node_port(kv.mlflow_node_port),
+        "patches/serving-nodeport.yaml": _node_port(kv.serving_node_port),
+        "patches/mlflow-network-policy.yaml": _admit(values.mlflow.port),
+        "patches/serving-network-policy.yaml": _admit(values.serving.port),
         "patches/postgres-storage.yaml": _storage("1Gi"),
         "patches/minio-storage.yaml": _storage("2Gi"),
+        **requests,
     }
 
 
-def production() -> dict[str, Any]:
+AUTH_CONFIG_DIR = "/etc/mlflow-auth"
+
+
+def basic_auth_patch(values: Values) -> k.Manifest:
+    """MLflow's basic-auth app on the MLflow Deployment: `--app-name basic-auth`, its users and
+    permissions in the same Postgres (tables of their own, alembic table `alembic_version_auth`).
+
+    An init container writes the auth ini into a memory-backed emptyDir at start (the database
+    URI holds the Postgres password, so it is never in a ConfigMap). The admin user comes from the
+    pre-existing Secret as MLFLOW_AUTH_ADMIN_USERNAME / MLFLOW_AUTH_ADMIN_PASSWORD, which MLflow
+    reads in preference to the ini (and which keeps a `%` in the password away from configparser);
+    it is created on the first start against an empty user table and ignored afterwards.
+    MLFLOW_FLASK_SERVER_SECRET_KEY is the CSRF key the auth app refuses to start without.
+    """
+    ml, pg, secret = values.mlflow, values.postgres, values.production.auth_secret
+    ini = f"{AUTH_CONFIG_DIR}/basic_auth.ini"
+    uri = base.backend_store_uri(values, shell=True)  # expanded by sh: never in the container's argv
+    lines = ["[mlflow]", "default_permission = READ", f"database_uri = {uri}",
+             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth"]
+    script = "\n".join([
+        "umask 077",  # the file holds the Postgres password: readable by the app user only
+        "printf '%s\\n' \\",
+        *(f'  "{line}" \\' for line in lines),
+        f"  > {ini}",
+        f"echo 'wrote {ini}'",
+        ""])
+    writer = k.container("write-auth-config", ml.image, ml.uid, values.minio.client_resources,
+                         command=["sh", "-c", script],
+                         env=k.secret_env(pg.secret, "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"),
+                         volumeMounts=k.mounts(auth_config=AUTH_CONFIG_DIR))
+    server = {"name": "mlflow",
+              "args": base.mlflow_server_args(values) + ["--app-name", "basic-auth"],
+              "env": k.plain_env(MLFLOW_AUTH_CONFIG_PATH=ini)
+              + k.secret_env(secret, renamed={"MLFLOW_AUTH_ADMIN_USERNAME": "admin-username",
+                                              "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password",
+                                              "MLFLOW_FLASK_SERVER_SECRET_KEY": "flask-secret-key"}),
+              "volumeMounts": [{"name": "auth-config", "mountPath": AUTH_CONFIG_DIR, "readOnly": True}]}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "mlflow", "namespace": values.namespace},
+            "spec": {"template": {"spec": {
+                "initContainers": [writer], "containers": [server],
+                "volumes": [{"name": "auth-config", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]}}}}
+
+
+def serving_credentials_patch(values: Values) -> k.Manifest:
+    """Serving reads the registry as a basic-auth client (here the admin of the Secret; for least
+    privilege, create a READ user through MLflow's user API and point these two keys at it)."""
+    secret = values.production.auth_secret
+    env = k.secret_env(secret, renamed={"MLFLOW_TRACKING_USERNAME": "admin-username",
+                                        "MLFLOW_TRACKING_PASSWORD": "admin-password"})
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "serving", "namespace": values.namespace},
+            "spec": {"template": {"spec": {"containers": [{"name": "serving", "env": env}]}}}}
+
+
+def production_images(values: Values) -> list[dict[str, str]]:
+    """kustomize `images:` moving every image of ours (components/images.py) to the production
+    registry; the pipeline step images are listed too, though only the compiled IR names them."""
+    prod = values.production
+    return [{"name": image(target).rsplit(":", 1)[0], "newName": f"{prod.registry}/python-{target}",
+             "newTag": prod.image_tag} for target in SERVICE_TARGETS + COMPONENT_TARGETS]
+
+
+def production(values: Values) -> dict[str, Any]:
+    ns = values.namespace
+    ingress = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": values.production.ingress_namespace}}}]
     kustomization = {
         **KUSTOMIZATION,
         "resources": ["../../base"],
+        "images": production_images(values),
+        "generatorOptions": {"disableNameSuffixHash": True},
+        "configMapGenerator": [
+            {"name": PIPELINE_CONFIG, "namespace": PIPELINE_NAMESPACE,
+             "literals": [f"MLFLOW_TRACKING_URI={base.mlflow_tracking_uri(values, qualified=True)}"]},
+        ],
         "patches": [
             {"path": "patches/mlflow-resources.yaml"},
             {"path": "patches/serving-resources.yaml"},
             {"path": "patches/postgres-resources.yaml"},
             {"path": "patches/minio-resources.yaml"},
+            {"path": "patches/mlflow-basic-auth.yaml"},
+            {"path": "patches/serving-credentials.yaml"},
+            {"path": "patches/mlflow-network-policy.yaml", "target": _target("NetworkPolicy", "mlflow-ingress")},
+            {"path": "patches/serving-network-policy.yaml", "target": _target("NetworkPolicy", "serving-ingress")},
             {"path": "patches/postgres-storage.yaml", "target": _target("StatefulSet", "postgres")},
             {"path": "patches/minio-storage.yaml", "target": _target("StatefulSet", "minio")},
         ],
@@ -98,43 +230,47 @@ def production() -> dict[str, Any]:
     return {
         "kustomization.yaml": kustomization,
         # One MLflow replica: its init container migrates the schema, which must not run twice at once.
-        "patches/mlflow-resources.yaml": _workload("Deployment", "mlflow", Resources("500m", "1Gi", "2", "4Gi")),
-        "patches/serving-resources.yaml": _workload("Deployment", "serving", Resources("500m", "1Gi", "2", "4Gi"), 3),
-        "patches/postgres-resources.yaml": _workload("StatefulSet", "postgres", Resources("500m", "1Gi", "2", "4Gi")),
-        "patches/minio-resources.yaml": _workload("StatefulSet", "minio", Resources("500m", "1Gi", "2", "4Gi")),
+        "patches/mlflow-resources.yaml": _workload("Deployment", "mlflow", Resources("500m", "1Gi", "2", "4Gi"), None, ns),
+        "patches/serving-resources.yaml": _workload("Deployment", "serving", Resources("500m", "1Gi", "2", "4Gi"), 3, ns),
+        "patches/postgres-resources.yaml": _workload("StatefulSet", "postgres", Resources("500m", "1Gi", "2", "4Gi"), None, ns),
+        "patches/minio-resources.yaml": _workload("StatefulSet", "minio", Resources("500m", "1Gi", "2", "4Gi"), None, ns),
+        "patches/mlflow-basic-auth.yaml": basic_auth_patch(values),
+        "patches/serving-credentials.yaml": serving_credentials_patch(values),
+        "patches/mlflow-network-policy.yaml": _admit(values.mlflow.port, ingress),
+        "patches/serving-network-policy.yaml": _admit(values.serving.port, ingress),
         "patches/postgres-storage.yaml": _storage("50Gi"),
         "patches/minio-storage.yaml": _storage("200Gi"),
     }
 
 
-def seaweedfs_server(values: SeaweedfsValues | None = None, minio: MinioValues | None = None) -> k.Manifest:
+def seaweedfs_server(values: Values) -> k.Manifest:
     """SeaweedFS (`weed server -s3`) answering S3 on the MinIO port, with one admin identity built
     at start from the same `minio-credentials` Secret (so MLflow and the bucket Job change nothing)."""
-    values, minio = values or SeaweedfsValues(), minio or MinioValues()
+    sw, minio = values.seaweedfs, values.minio
     identity = {"identities": [{"name": "admin", "credentials": [{"accessKey": "%s", "secretKey": "%s"}],
                                 "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
     script = "\n".join([
         f"printf '{json.dumps(identity, separators=(',', ':'))}' \"$MINIO_ROOT_USER\" \"$MINIO_ROOT_PASSWORD\" > /tmp/s3.json",
         "exec weed server -dir=/data -ip.bind=0.0.0.0 -master.volumeSizeLimitMB=1024 \\",
-        f"  -s3 -s3.port={MINIO_API_PORT} -s3.config=/tmp/s3.json",
+        f"  -s3 -s3.port={base.MINIO_API_PORT} -s3.config=/tmp/s3.json",
         ""])
     server = k.container(
-        "seaweedfs", values.image, values.uid, values.resources,
+        "seaweedfs", sw.image, sw.uid, sw.resources,
         command=["sh", "-c", script],
-        ports=[{"name": "api", "containerPort": MINIO_API_PORT}],
+        ports=[{"name": "api", "containerPort": base.MINIO_API_PORT}],
         env=k.secret_env(minio.secret, "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"),
         readinessProbe={"tcpSocket": {"port": "api"}, "initialDelaySeconds": 5, "periodSeconds": 10},
         livenessProbe={"tcpSocket": {"port": "api"}, "initialDelaySeconds": 30, "periodSeconds": 20,
                        "failureThreshold": 6},
         volumeMounts=k.mounts(data="/data", tmp="/tmp"))
-    pod = {"securityContext": k.pod_security(values.uid), "automountServiceAccountToken": False,
+    pod = {"securityContext": k.pod_security(sw.uid), "automountServiceAccountToken": False,
            "containers": [server], "volumes": k.empty_dirs("tmp")}
-    workload = k.stateful_set("seaweedfs", NAMESPACE, "object-store", pod, k.volume_claim("data", values.storage))
+    workload = k.stateful_set("seaweedfs", values.namespace, "object-store", pod, k.volume_claim("data", sw.storage))
     workload["spec"]["serviceName"] = "minio"
     return workload
 
 
-def seaweedfs() -> dict[str, Any]:
+def seaweedfs(values: Values) -> dict[str, Any]:
     swap_selector = [{"op": "replace", "path": "/spec/selector", "value": k.selector("seaweedfs")},
                      {"op": "remove", "path": "/spec/ports/1"}]  # the MinIO console has no SeaweedFS twin
     kustomization = {
@@ -148,9 +284,9 @@ def seaweedfs() -> dict[str, Any]:
     }
     return {
         "kustomization.yaml": kustomization,
-        "seaweedfs.yaml": [seaweedfs_server()],
+        "seaweedfs.yaml": [seaweedfs_server(values)],
         "patches/delete-minio.yaml": {"$patch": "delete", "apiVersion": "apps/v1", "kind": "StatefulSet",
-                                      "metadata": {"name": "minio", "namespace": NAMESPACE}},
+                                      "metadata": {"name": "minio", "namespace": values.namespace}},
         "patches/minio-service.yaml": swap_selector,
         "patches/minio-network-policy.yaml": [
             {"op": "replace", "path": "/spec/podSelector", "value": {"matchLabels": k.selector("seaweedfs")}}],
@@ -164,13 +300,31 @@ HEADERS = {
         "scripts/build-images.sh loads into kind, so no `images:` override is needed.\n"
         "Kubeflow Pipelines (standalone) is installed separately by its own script, not vendored here;\n"
         "this overlay only adds the ConfigMap/Secret its pipeline pods read in namespace kubeflow.\n"
+        "Namespace kubeflow is NOT part of this overlay (so `kubectl delete -k` never deletes KFP's\n"
+        "namespace): applying by hand, run `kubectl create namespace kubeflow` first\n"
+        "(scripts/kind.sh up does it for you).\n"
         "That Secret is empty on purpose (no auth on this MLflow, artifacts proxied); with auth, add\n"
-        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to it.",
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to it.\n"
+        "NetworkPolicies: ingress is denied by default; MLflow and serving admit any source on their\n"
+        "port (the NodePorts). kindnet enforces NetworkPolicy since kind v0.24.\n"
+        "CPU requests are lowered to fit a 2-vCPU runner next to kind and KFP (charts/overlays.py).",
     "production/kustomization.yaml":
-        "Production. No Secrets are rendered: create `postgres-credentials` (POSTGRES_USER,\n"
-        "POSTGRES_PASSWORD, POSTGRES_DB) and `minio-credentials` (MINIO_ROOT_USER, MINIO_ROOT_PASSWORD)\n"
-        "in namespace portfolio-mlops beforehand (e.g. from a secret manager); values must be URL-safe\n"
-        "(they are part of the backend-store URI). Services stay ClusterIP: expose through an Ingress.",
+        "Production. No Secrets are rendered: create in namespace portfolio-mlops beforehand (e.g. from a\n"
+        "secret manager) `postgres-credentials` (POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB),\n"
+        "`minio-credentials` (MINIO_ROOT_USER, MINIO_ROOT_PASSWORD) and `mlflow-auth` (admin-username,\n"
+        "admin-password of at least 12 characters - MLflow refuses to start otherwise -, flask-secret-key:\n"
+        "MLflow basic-auth is ON; /health stays open for the probes); Postgres values must be URL-safe\n"
+        "and free of `%` (they are part of the backend-store and auth database URIs). In namespace\n"
+        "kubeflow, create Secret `portfolio-mlops-mlflow` (MLFLOW_TRACKING_USERNAME,\n"
+        "MLFLOW_TRACKING_PASSWORD: an MLflow user that may write) for the pipeline pods; the\n"
+        "ConfigMap next to it (MLFLOW_TRACKING_URI) is rendered here.\n"
+        "Images: `images:` below moves ours to registry.example.com (a placeholder): set\n"
+        "ProductionValues.registry in charts/values.py and run `portfolio-mlops k8s render`, or here run\n"
+        "`kustomize edit set image localhost/portfolio-mlops/python-serving=<registry>/python-serving:<tag>`\n"
+        "(same for python-mlflow-server and the step images). Services stay ClusterIP: expose through\n"
+        "an Ingress; its controller's namespace (ingress-nginx) is the only outside source the\n"
+        "NetworkPolicies admit to MLflow and serving. Add the Ingress host to\n"
+        "MlflowValues.extra_allowed_hosts (MLflow answers 403 to any Host it does not list).",
     "seaweedfs/kustomization.yaml":
         "kind, with SeaweedFS instead of MinIO as the S3 store, behind the same Service `minio:9000`\n"
         "and the same `minio-credentials`, so MLflow and the bucket Job are unchanged.",

@@ -45,7 +45,7 @@ def render_files(values: Values | None = None) -> dict[str, str]:
     files["base/kustomization.yaml"] = to_yaml(
         {**overlays.KUSTOMIZATION, "namespace": values.namespace, "resources": list(base.FILES)})
     for overlay, build in overlays.OVERLAYS.items():
-        for name, content in build().items():
+        for name, content in build(values).items():
             path = f"overlays/{overlay}/{name}"
             files[path] = to_yaml(content, overlays.HEADERS.get(f"{overlay}/{name}", ""))
     return files

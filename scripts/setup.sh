@@ -23,4 +23,13 @@ fi
 # kfp-pipeline-spec/kfp-kubernetes wheels of that release into .cache/kfp-backend-protos/<version>
 # (skipped when present). Not the SDK's own: the backend may be older than the SDK we compile with.
 .venv/bin/python -m pipelines.backend_protos install
+# checkov (policy checks of the rendered k8s/ overlays, tests/test_k8s_policy.py) in a venv of its
+# own: it pins many packages that must not constrain .venv. Skipped when present.
+CHECKOV_VERSION=3.3.30
+if [ ! -x .cache/tools/checkov/bin/checkov ]; then
+    echo "setup: installing checkov $CHECKOV_VERSION into .cache/tools/checkov" >&2
+    "$PYTHON" -m venv .cache/tools/checkov
+    .cache/tools/checkov/bin/python -m pip install --quiet --disable-pip-version-check "checkov==$CHECKOV_VERSION" \
+        || echo "setup: warning: could not install checkov; tests/test_k8s_policy.py will skip" >&2
+fi
 echo "setup: .venv ready ($(.venv/bin/python -c 'import portfolio_mlops; print("portfolio_mlops", portfolio_mlops.__version__)'))" >&2

@@ -107,3 +107,67 @@ def test_seaweedfs_replaces_minio_behind_the_same_service(built):
     service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "minio")
     assert service["spec"]["selector"] == {"app.kubernetes.io/name": "seaweedfs"}
     assert [p["port"] for p in service["spec"]["ports"]] == [9000]
+
+
+def test_no_overlay_owns_the_kubeflow_namespace(built):
+    """`kubectl delete -k` deletes every object of the overlay: with KFP's namespace among them it
+    would delete KFP (issue 9). The pipelines' ConfigMap/Secret still go into that namespace."""
+    for overlay in OVERLAYS:
+        assert _named(built[overlay], "Namespace") == {("", "portfolio-mlops")}, overlay
+    assert ("kubeflow", "portfolio-mlops-mlflow") in _named(built["kind"], "ConfigMap")
+
+
+def test_production_moves_every_image_of_ours_to_the_production_registry(built):
+    from charts.overlays import production_images
+    from charts.values import Values
+    from components.images import COMPONENT_TARGETS, SERVICE_TARGETS
+
+    values = Values()
+    mapping = production_images(values)
+    assert {m["newName"].rsplit("/", 1)[-1] for m in mapping} == {f"python-{t}" for t in COMPONENT_TARGETS + SERVICE_TARGETS}
+    ours = {f"{m['newName']}:{m['newTag']}" for m in mapping}
+    used = {c["image"] for _, _, c in _containers(built["production"]) if "portfolio-mlops/" in c["image"]}
+    assert used and used <= ours and all(i.startswith(values.production.registry + "/") for i in used), used
+
+
+def test_production_gives_the_pipelines_their_config_and_turns_mlflow_basic_auth_on(built):
+    objects = built["production"]
+    config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "portfolio-mlops-mlflow")
+    assert config["metadata"]["namespace"] == "kubeflow"
+    assert config["data"]["MLFLOW_TRACKING_URI"] == "http://mlflow.portfolio-mlops.svc.cluster.local:5000"
+    mlflow = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlflow")
+    pod = mlflow["spec"]["template"]["spec"]
+    server = next(c for c in pod["containers"] if c["name"] == "mlflow")
+    assert server["args"][-2:] == ["--app-name", "basic-auth"]
+    env = {e["name"]: e for e in server["env"]}
+    ini = env["MLFLOW_AUTH_CONFIG_PATH"]["value"]
+    writer = next(c for c in pod["initContainers"] if c["name"] == "write-auth-config")
+    assert f"> {ini}" in writer["command"][-1] and "database_uri = postgresql+psycopg2://" in writer["command"][-1]
+    # the ini lands on a memory-backed emptyDir both containers mount at the same place
+    mount = next(m for m in writer["volumeMounts"] if ini.startswith(m["mountPath"] + "/"))
+    assert any(m["name"] == mount["name"] and m["mountPath"] == mount["mountPath"] for m in server["volumeMounts"])
+    assert next(v for v in pod["volumes"] if v["name"] == mount["name"])["emptyDir"]["medium"] == "Memory"
+    for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-auth", name
+    serving = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "serving")
+    serving_env = {e["name"] for c in serving["spec"]["template"]["spec"]["containers"] for e in c.get("env", [])}
+    assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= serving_env
+    # kind keeps MLflow open (no auth): its pipeline Secret is empty on purpose
+    kind_mlflow = next(o for o in built["kind"] if o["kind"] == "Deployment" and o["metadata"]["name"] == "mlflow")
+    assert "--app-name" not in kind_mlflow["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_network_policies_admit_outside_traffic_only_where_each_overlay_exposes_it(built):
+    def rules(overlay, app):
+        policy = next(o for o in built[overlay] if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == f"{app}-ingress")
+        return policy["spec"]["ingress"]
+
+    for app in ("mlflow", "serving"):
+        assert any("from" not in rule for rule in rules("kind", app)), f"kind: NodePort of {app} admits any source"
+        assert all("from" in rule for rule in rules("production", app)), f"production: {app} admits any source"
+        assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} in [
+            peer for rule in rules("production", app) for peer in rule["from"]]
+    for overlay in OVERLAYS:
+        assert all("from" in rule for rule in rules(overlay, "postgres")), overlay
+        deny = next(o for o in built[overlay] if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "default-deny-ingress")
+        assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}

@@ -109,7 +109,52 @@ def test_overlay_mlflow_names_its_stores(overlay):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_images_pinned_or_ours(overlay):
-    assert checks.check_images(render(overlay), our_images()) == []
+    ours = our_images()
+    if overlay == "production":  # its `images:` moves ours to the production registry
+        from charts.overlays import production_images
+        from charts.values import Values
+
+        ours = {f"{m['newName']}:{m['newTag']}" for m in production_images(Values())}
+    assert checks.check_images(render(overlay), ours) == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_selects_every_pod_with_a_network_policy(overlay):
+    assert checks.check_network_policies(render(overlay)) == []
+
+
+def _mlflow_hosts_a_client_may_send(docs: list[dict]) -> dict[str, str]:
+    """Every MLFLOW_TRACKING_URI the overlay configures (container env, ConfigMaps), plus
+    `kubectl port-forward svc/mlflow <port>` and, when the Service is a NodePort, kind's
+    127.0.0.1-mapped NodePort; each as the Host header a client sends."""
+    hosts = checks.mlflow_client_hosts(docs)
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "mlflow")
+    for port in service["spec"]["ports"]:
+        for loopback in ("localhost", "127.0.0.1"):
+            hosts[f"{loopback}:{port['port']}"] = "kubectl port-forward"
+            if "nodePort" in port:
+                hosts[f"{loopback}:{port['nodePort']}"] = "kind NodePort (extraPortMappings on 127.0.0.1)"
+    return hosts
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_mlflow_accepts_the_host_of_every_configured_client(overlay):
+    """Defect 1 of issue 9: the old list had no ports, so every in-cluster client got 403."""
+    docs = render(overlay)
+    hosts = _mlflow_hosts_a_client_may_send(docs)
+    assert any("ConfigMap kubeflow/portfolio-mlops-mlflow" in where for where in hosts.values()), hosts
+    assert checks.check_mlflow_allowed_hosts(docs, hosts) == []
+    assert checks.check_mlflow_allowed_hosts(docs, {"attacker.example:5000": "a foreign Host"}) != []
+
+
+@pytest.mark.parametrize("overlay", ["kind", "seaweedfs"])
+def test_kind_overlay_cpu_requests_fit_a_two_vcpu_runner_next_to_kfp(overlay):
+    from charts.overlays import KIND_CPU_BUDGET
+
+    requests = checks.cpu_requests(render(overlay))
+    total = sum(requests.values())
+    print(f"\n[k8s] overlay {overlay}: CPU requests {total:.0f}m of a {KIND_CPU_BUDGET}m budget: {requests}")
+    assert total <= KIND_CPU_BUDGET, f"k8s/overlays/{overlay} requests {total:.0f}m > {KIND_CPU_BUDGET}m: {requests}"
 
 
 def test_kind_port_mappings_match_kind_overlay_nodeports():
@@ -126,7 +171,13 @@ def test_kind_cluster_config():
     assert cluster["kind"] == "Cluster" and cluster["apiVersion"] == "kind.x-k8s.io/v1alpha4"
     nodes = cluster["nodes"]
     assert [n["role"] for n in nodes] == ["control-plane"]
-    assert checks.image_pinned(nodes[0]["image"]) and nodes[0]["image"].startswith("kindest/node:v1.")
+    pins = dict(line.split("=", 1) for line in (ROOT / "k8s" / "versions.env").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert nodes[0]["image"] == pins["KIND_NODE_IMAGE"], "k8s/kind/cluster.yaml must use KIND_NODE_IMAGE of k8s/versions.env"
+    assert checks.image_digest_pinned(nodes[0]["image"]) and nodes[0]["image"].startswith("kindest/node:v1.")
+    # kindnet enforces NetworkPolicy from kind v0.24 on: our policies must not be decoration.
+    major, minor = (int(part) for part in pins["KIND_VERSION"].removeprefix("v").split(".")[:2])
+    assert (major, minor) >= (0, 24), pins["KIND_VERSION"]
     mappings = {m["containerPort"]: m for m in nodes[0]["extraPortMappings"]}
     assert set(mappings) == {30500, 30080, KFP_UI_NODEPORT}
     assert all(m["hostPort"] == p and m["listenAddress"] == "127.0.0.1" for p, m in mappings.items())
@@ -270,15 +321,68 @@ def test_check_mlflow_wiring_flags_missing_store_references():
 
 def test_check_images_flags_unpinned_and_foreign_tags():
     ours = {"localhost/portfolio-mlops/python-serving:0.1.0"}
-    digest = "quay.io/minio/mc@sha256:" + "a" * 64
-    good = _deploy("web", {"app": "web"}, [{"name": "a", "image": "postgres:17.6"}, {"name": "b", "image": digest},
+    digest = "@sha256:" + "a" * 64
+    good = _deploy("web", {"app": "web"}, [{"name": "a", "image": "postgres:17.6" + digest},
+                                           {"name": "b", "image": "quay.io/minio/mc:RELEASE.1" + digest},
                                            {"name": "c", "image": "localhost/portfolio-mlops/python-serving:0.1.0"},
-                                           {"name": "d", "image": "localhost:5000/team/tool:2"}])
+                                           {"name": "d", "image": "localhost:5000/team/tool:2" + digest}])
     assert checks.check_images([good], ours) == []
     bad = _deploy("web", {"app": "web"}, [{"name": "a", "image": "postgres"}, {"name": "b", "image": "minio/minio:latest"},
-                                          {"name": "c", "image": "localhost/portfolio-mlops/python-serving:0.0.9"}])
+                                          {"name": "c", "image": "localhost/portfolio-mlops/python-serving:0.0.9"},
+                                          {"name": "d", "image": "postgres:17.6"},  # a tag alone can be re-pushed
+                                          {"name": "e", "image": "quay.io/minio/mc" + digest},  # digest without tag
+                                          {"name": "f", "image": "postgres:latest" + digest}])
     problems = checks.check_images([bad], ours)
-    assert len(problems) == 3 and "under our registry" in problems[2]
+    assert len(problems) == 6 and "under our registry" in problems[2]
+    assert all("tag@sha256" in p for p in problems[:2] + problems[3:])
+
+
+def test_check_network_policies_flags_pods_no_policy_selects():
+    web, api = _deploy("web", {"app": "web"}, [WEB]), _deploy("api", {"app": "api"}, [WEB])
+
+    def policy(selector, ns="app", types=("Ingress",)):
+        return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "p", "namespace": ns},
+                "spec": {"podSelector": selector, "policyTypes": list(types)}}
+
+    assert checks.check_network_policies([web, api, policy({})]) == []  # default deny selects all
+    problems = checks.check_network_policies([web, api, policy({"matchLabels": {"app": "web"}})])
+    assert problems == ["Deployment app/api: no NetworkPolicy of namespace app selects its pods"]
+    assert len(checks.check_network_policies([web, policy({}, ns="other")])) == 1
+    assert len(checks.check_network_policies([web, policy({}, types=("Egress",))])) == 1
+
+
+def test_check_mlflow_allowed_hosts_flags_hosts_without_their_port():
+    """The shape of issue 9's defect 1: names listed without the port the client sends."""
+    def server(allowed):
+        return _deploy("mlflow", {"app": "mlflow"}, [{"name": "mlflow", "image": "x:1",
+                                                      "args": ["--port", "5000", "--allowed-hosts", allowed]}])
+
+    client = _deploy("serving", {"app": "serving"}, [{"name": "serving", "image": "x:1", "env": [
+        {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"}]}])
+    config = _obj("ConfigMap", "cfg", ns="kubeflow", data={"MLFLOW_TRACKING_URI": "http://mlflow.app.svc.cluster.local:5000"})
+    hosts = checks.mlflow_client_hosts([client, config])
+    assert set(hosts) == {"mlflow:5000", "mlflow.app.svc.cluster.local:5000"}
+    old = [server("mlflow,mlflow.app.svc.cluster.local,localhost"), client, config]
+    assert len(checks.check_mlflow_allowed_hosts(old, hosts)) == 2
+    fixed = [server("mlflow:5000,mlflow.app.svc.cluster.local:5000"), client, config]
+    assert checks.check_mlflow_allowed_hosts(fixed, hosts) == []
+    assert checks.check_mlflow_allowed_hosts([server("mlflow.*:5000,mlflow:5000")], hosts) == []  # fnmatch entries
+    assert checks.check_mlflow_allowed_hosts([server("*")], {"anything:1": "x"}) == []
+    unset = _deploy("mlflow", {"app": "mlflow"}, [{"name": "mlflow", "image": "x:1", "args": ["--port", "5000"]}])
+    assert "no --allowed-hosts" in checks.check_mlflow_allowed_hosts([unset], hosts)[0]
+    # the default port is not sent: http://mlflow/ arrives as Host "mlflow"
+    assert set(checks.mlflow_client_hosts([_obj("ConfigMap", "c", data={"MLFLOW_TRACKING_URI": "http://mlflow:80"})])) == {"mlflow"}
+
+
+def test_cpu_requests_count_init_containers_as_the_scheduler_does():
+    def container(cpu):
+        return {"name": f"c{cpu}", "image": "x:1", "resources": {"requests": {"cpu": cpu}}}
+
+    pod = _deploy("web", {"app": "web"}, [container("100m"), container("0.05")], replicas=2)
+    pod["spec"]["template"]["spec"]["initContainers"] = [container("120m"), container("10m")]
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "app"},
+           "spec": {"template": {"spec": {"containers": [container("1")]}}}}
+    assert checks.cpu_requests([pod, job]) == {"Deployment app/web": 300.0, "Job app/j": 1000.0}
 
 
 def test_check_kind_port_mappings_flags_both_directions():
