@@ -17,12 +17,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # A fixed non-root user (UID 1001, as the Kubernetes manifests' securityContext expects).
 RUN groupadd --gid 1001 app && useradd --uid 1001 --gid 1001 --create-home --home-dir /home/app app
 
-# --- the package and its runtime dependencies, shared by the four component images -------------
+# --- the package and its runtime dependencies, shared by the four component images and serving ---
 FROM base AS package-build
 COPY constraints.txt pyproject.toml README.md /build/
 COPY src /build/src
 COPY components /build/components
 COPY pipelines /build/pipelines
+# charts/: `portfolio-mlops cluster` reads the namespace from charts.values (the one home of that name).
+COPY charts /build/charts
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-compile -c /build/constraints.txt /build \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \
@@ -60,8 +62,11 @@ LABEL org.opencontainers.image.title="portfolio-mlops promote" \
 # --- MLflow tracking server: MLflow, the Postgres driver and the S3 client, nothing of ours -------
 FROM base AS mlflow-build
 COPY constraints.txt /build/
+# mlflow[auth] = Flask-WTF, which `mlflow server --app-name basic-auth` (production) imports at start.
+# Pinned here because the dev venv (constraints.txt) does not install it.
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-compile -c /build/constraints.txt mlflow psycopg2-binary boto3 \
+ && /opt/venv/bin/pip install --no-compile -c /build/constraints.txt 'mlflow[auth]' psycopg2-binary boto3 \
+      Flask-WTF==1.3.0 WTForms==3.3.2 \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \
  && rm -rf /opt/venv/lib/python3.11/site-packages/pip /opt/venv/lib/python3.11/site-packages/setuptools
 
@@ -80,24 +85,21 @@ EXPOSE 5000
 ENTRYPOINT ["mlflow", "server"]
 CMD ["--host", "0.0.0.0", "--port", "5000", "--workers", "1"]
 
-# --- serving: the champion model behind MLflow's scoring server ----------------------------------
-FROM base AS serving-build
-COPY constraints.txt /build/
-RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-compile -c /build/constraints.txt mlflow scikit-learn pandas scipy skops \
- && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \
- && rm -rf /opt/venv/lib/python3.11/site-packages/pip /opt/venv/lib/python3.11/site-packages/setuptools
-
+# --- serving: `portfolio-mlops serve`, following models:/<model>@champion ---------------------------
+# The package's venv (MLflow, scikit-learn, skops and uvicorn come with it): serving is our code now.
 FROM base AS serving
 ARG VERSION=0.0.0
 ARG REVISION=unknown
-COPY --from=serving-build /opt/venv /opt/venv
+COPY --from=package-build /opt/venv /opt/venv
 LABEL org.opencontainers.image.title="portfolio-mlops serving" \
-      org.opencontainers.image.description="Serves models:/<model>@champion over HTTP (/ping, /invocations)" \
+      org.opencontainers.image.description="Serves models:/<model>@champion over HTTP and follows the alias (/health, /ping, /version, /invocations)" \
+      org.opencontainers.image.source="stock-portfolio-mlops" \
+      org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" org.opencontainers.image.revision="${REVISION}"
-ENV MODEL_URI=models:/sp500-stock-ranker@champion PORT=8080
+ENV MODEL_URI=models:/sp500-stock-ranker@champion HOST=0.0.0.0 PORT=8080 POLL_SECONDS=10
 USER 1001
 WORKDIR /home/app
 EXPOSE 8080
-# The model comes from the registry at start (MLFLOW_TRACKING_URI); the environment is this image's.
-CMD ["sh", "-c", "exec mlflow models serve -m \"$MODEL_URI\" --env-manager local --host \"${HOST:-0.0.0.0}\" --port \"$PORT\""]
+# Starts without a model: not ready (/ping 503) until the alias resolves, never a crash loop. Versions are
+# downloaded to /tmp (writable: a tmpfs under a read-only root filesystem).
+ENTRYPOINT ["portfolio-mlops", "serve"]

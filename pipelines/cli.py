@@ -48,6 +48,17 @@ def extend(sub: Any) -> None:
     k8s_commands.add_parser("render", help="write the manifests").add_argument(
         "--output", metavar="DIR", default="k8s", help="root of the tree (default: k8s, the committed copy)")
 
+    cluster = sub.add_parser(
+        "cluster", help="status of the deployed workloads, or wait until they are ready (kubernetes client)",
+        description="Ask the Kubernetes API about our namespace after `kubectl apply -k`: `status` prints workloads, "
+                    "pods, MLflow health and the served model version; `wait` blocks until the named workloads are "
+                    "ready. Exit status: 0 ready, 1 not ready / timed out (with the reason), 2 API unreachable or "
+                    "bad usage.")
+    from pipelines.cluster import add_arguments
+
+    add_arguments(cluster)
+    cluster.set_defaults(func=cluster_command)
+
 
 def pipeline_command(args: argparse.Namespace, _cfg: Any) -> int:
     if args.pipeline_command == "compile":
@@ -59,6 +70,12 @@ def pipeline_command(args: argparse.Namespace, _cfg: Any) -> int:
     from pipelines.submit import run_submit
 
     return run_submit(args)
+
+
+def cluster_command(args: argparse.Namespace) -> int:
+    from pipelines.cluster import run_command
+
+    return run_command(args)
 
 
 def k8s_command(args: argparse.Namespace, _cfg: Any) -> int:

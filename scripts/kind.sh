@@ -4,7 +4,11 @@
 #
 #   scripts/kind.sh check        prerequisites: docker engine, kind, kubectl, inotify limits
 #   scripts/kind.sh up           check; create the cluster (k8s/kind/cluster.yaml) if absent; build and
-#                                load our images; kubectl apply -k k8s/overlays/kind; wait for rollouts
+#                                load our images; kubectl apply -k k8s/overlays/kind; wait for Postgres,
+#                                the object store, MLflow and the bucket Job (not serving: it stays not
+#                                ready until the registry has a champion)
+#   scripts/kind.sh status       workloads, pods, MLflow health and the served model version
+#                                (portfolio-mlops cluster status; exit status 0 when all is ready)
 #   scripts/kind.sh kfp-install  install KFP standalone ($KFP_VERSION, pinned in k8s/versions.env) and
 #                                expose its UI on NodePort 30880 (http://127.0.0.1:30880)
 #   scripts/kind.sh submit       compile and submit the pipeline to KFP, wait for it to finish
@@ -95,6 +99,8 @@ cluster_exists() {
     kind get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"
 }
 
+# One image reference per line. Call it as `images=$(our_images) || die ...`: in a process
+# substitution a Python failure would go unnoticed and the cluster would pull, and fail, later.
 our_images() {
     "$PYTHON" -c 'from components.images import COMPONENT_TARGETS, SERVICE_TARGETS, image
 print("\n".join(image(t) for t in COMPONENT_TARGETS + SERVICE_TARGETS))'
@@ -122,23 +128,29 @@ cmd_up() {
         # shellcheck disable=SC2086  # BUILD_ARGS is a list of words on purpose
         scripts/build-images.sh ${BUILD_ARGS:-}
     fi
-    local img
+    local images img
+    images=$(our_images) || die "could not list our images ($PYTHON -c 'from components.images import ...' failed)"
+    [ -n "$images" ] || die "components.images lists no images"
     while IFS= read -r img; do
         [ -n "$img" ] || continue
         log "loading $img into kind"
         kind load docker-image "$img" --name "$CLUSTER_NAME"
-    done < <(our_images)
+    done <<< "$images"
     # The overlay puts the pipeline's MLflow ConfigMap/Secret into the KFP namespace: make sure it exists.
     kubectl create namespace "$KFP_NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
     log "kubectl apply -k k8s/overlays/kind"
     kubectl apply -k k8s/overlays/kind
-    wait_rollouts "$NAMESPACE" statefulsets
-    wait_rollouts "$NAMESPACE" deployments
-    if [ -n "$(kubectl -n "$NAMESPACE" get jobs -o name)" ]; then
-        log "waiting for the jobs (bucket creation) to complete"
-        kubectl -n "$NAMESPACE" wait --for=condition=complete job --all --timeout="$TIMEOUT"
-    fi
-    log "up: MLflow http://127.0.0.1:30500  serving http://127.0.0.1:30080"
+    # Not serving: without a champion it is alive but not ready, by design (see `status`).
+    local seconds=${TIMEOUT%s}
+    case "$seconds" in ''|*[!0-9]*) die "TIMEOUT must be in seconds (e.g. 600s), got $TIMEOUT" ;; esac
+    "$CLI" cluster wait --context "kind-$CLUSTER_NAME" --namespace "$NAMESPACE" \
+        --for postgres,minio,mlflow,create-bucket --timeout "$seconds"
+    log "up: MLflow http://127.0.0.1:30500  serving http://127.0.0.1:30080 (not ready until a champion exists:"
+    log "    scripts/kind.sh kfp-install && scripts/kind.sh submit; then scripts/kind.sh status)"
+}
+
+cmd_status() {
+    "$CLI" cluster status --context "kind-$CLUSTER_NAME" --namespace "$NAMESPACE" "$@"
 }
 
 cmd_kfp_install() {
@@ -224,6 +236,7 @@ cmd_down() {
 case "${1:-}" in
     check) cmd_check ;;
     up) cmd_up ;;
+    status) shift; cmd_status "$@" ;;
     kfp-install) cmd_kfp_install ;;
     submit) shift; cmd_submit "$@" ;;
     delete-app) cmd_delete_app ;;

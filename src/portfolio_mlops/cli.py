@@ -164,6 +164,29 @@ def build_parser(engines: dict[str, str] | None = None, default_engine: str = "i
                     "with memory use and URL. Exit status 0 if all are healthy, else 1.")
     stack_status.add_argument("--dir", metavar="DIR", help=stack_dir_help)
 
+    serve = sub.add_parser(
+        "serve", help="serve models:/<name>@<alias> over HTTP, following the alias without restarts",
+        description="Serve the registry's models:/<name>@<alias> with MLflow's scoring protocol (/invocations). HTTP\n"
+                    "starts at once; a poller resolves the alias every --poll-seconds and loads the version it\n"
+                    "points to, swapping it in without a restart (a version that fails to load leaves the\n"
+                    "previous one serving). /health: alive; /ping: 200 once a model is loaded, else 503 with\n"
+                    "the reason; /version: the served version. Flags override the environment variables named.",
+        epilog="examples:\n"
+               "  portfolio-mlops serve                          # models:/sp500-stock-ranker@champion on 127.0.0.1:8080\n"
+               "  MLFLOW_TRACKING_URI=http://127.0.0.1:15000 portfolio-mlops serve --port 8081 --poll-seconds 5\n"
+               "  curl -s localhost:8081/version",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("--model-uri", metavar="URI",
+                       help="models:/<registered model>@<alias> (env MODEL_URI; default models:/sp500-stock-ranker@champion)")
+    serve.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking server (env MLFLOW_TRACKING_URI)")
+    serve.add_argument("--host", metavar="ADDRESS", help="address to bind (env HOST; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, metavar="PORT", help="port to bind (env PORT; default 8080)")
+    serve.add_argument("--poll-seconds", type=float, metavar="S",
+                       help="seconds between two resolutions of the alias (env POLL_SECONDS; default 10)")
+    serve.add_argument("--download-dir", metavar="DIR",
+                       help="writable folder for downloaded versions (default: $TMPDIR/portfolio-mlops-serving)")
+    serve.set_defaults(func=_serve)
+
     config = sub.add_parser("config", help="print the effective configuration as YAML",
                             description="Print the effective configuration as YAML: every option with its default "
                                         "(or the value from --config), ready to edit and pass back with --config.")
@@ -201,7 +224,15 @@ def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | No
         return 2
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from portfolio_mlops.serving import run_command
+
+    return run_command(args)
+
+
 def _dispatch(args: argparse.Namespace, handlers: dict[str, Handler]) -> int:
+    if getattr(args, "func", None) is not None:  # subcommands that register themselves need no run configuration
+        return args.func(args)
     if args.command == "stack":  # needs no run configuration
         from portfolio_mlops.stack import run_command
 

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -89,35 +90,86 @@ def test_the_mlflow_server_image_serves_health_against_the_stacks_postgres_and_s
     assert uid == "1001"
 
 
-def test_the_serving_image_answers_a_prediction_for_the_champion(stack, monkeypatch):
+def _get_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _wait_for_version(url: str, version: str, timeout: float) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        try:
+            if _get_json(url)[1].get("version") == version:
+                return time.perf_counter() - started
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not report version {version} within {timeout:.0f}s")
+
+
+def test_the_serving_image_waits_for_a_champion_then_follows_the_alias_under_the_pods_constraints(stack, monkeypatch):
+    """Started before any champion exists, as on a fresh cluster: alive and not ready (no crash loop);
+    ready once promoted; a moved alias is served without a restart. Run as the pod runs it: read-only
+    root filesystem, tmpfs /tmp and /home/app, UID 1001, no capabilities, no privilege escalation."""
     import mlflow
     from sklearn.linear_model import Ridge
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.tracking_uri)
     features = pd.DataFrame(np.random.default_rng(0).uniform(-0.5, 0.5, (200, 3)), columns=["ret_21", "mom_12_1", "vol_63"])
-    model = Ridge().fit(features, features["mom_12_1"] * 0.02)
-    mlflow.set_experiment("serving-smoke")
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model", input_example=features.head(3),
-                                        pip_requirements=["scikit-learn"])
-    version = mlflow.register_model(info.model_uri, "serving-ranker").version
-    mlflow.MlflowClient().set_registered_model_alias("serving-ranker", "champion", version)
-
+    client = mlflow.MlflowClient()
     port = _free_port()
     name = f"serving-smoke-{port}"
-    _docker("run", "-d", "--rm", "--name", name, "--network", "host", "-e", f"MLFLOW_TRACKING_URI={stack.tracking_uri}",
-            "-e", "MODEL_URI=models:/serving-ranker@champion", "-e", f"PORT={port}", "-e", "HOST=127.0.0.1",
-            image("serving"))
+    base = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    _docker("run", "-d", "--rm", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
+            "--tmpfs", "/home/app", "--user", "1001:1001", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+            "-e", f"MLFLOW_TRACKING_URI={stack.tracking_uri}", "-e", "MODEL_URI=models:/serving-ranker@champion",
+            "-e", f"PORT={port}", "-e", "HOST=127.0.0.1", "-e", "POLL_SECONDS=1", image("serving"))
     try:
-        _wait_http(f"http://127.0.0.1:{port}/ping", timeout=90)
+        alive = _wait_http(f"{base}/health", timeout=60)
+        time.sleep(3)  # several polls without a champion
+        ping_status, ping = _get_json(f"{base}/ping")
+        running = _docker("inspect", "-f", "{{.State.Running}} {{.RestartCount}}", name).stdout.split()
+
+        def register(slope: float) -> tuple[str, Ridge]:
+            model = Ridge().fit(features, features["mom_12_1"] * slope)
+            mlflow.set_experiment("serving-smoke")
+            with mlflow.start_run():
+                info = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
+            return str(mlflow.register_model(info.model_uri, "serving-ranker").version), model
+
+        v1, model_1 = register(0.02)
+        promoted = time.perf_counter()
+        client.set_registered_model_alias("serving-ranker", "champion", v1)
+        _wait_http(f"{base}/ping", timeout=60)
+        first_ready = time.perf_counter() - promoted
         body = json.dumps({"dataframe_split": {"columns": list(features.columns), "data": features.head(4).values.tolist()}})
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body.encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(f"{base}/invocations", data=body.encode(), headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as response:
-            answer = json.loads(response.read())
+            answer, header = json.loads(response.read()), response.headers["X-Model-Version"]
+
+        v2, model_2 = register(-0.05)
+        client.set_registered_model_alias("serving-ranker", "champion", v2)
+        moved = _wait_for_version(f"{base}/version", v2, timeout=60)
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer_2 = json.loads(response.read())
+        logs = _docker("logs", name).stderr
+        restarts_after = _docker("inspect", "-f", "{{.RestartCount}}", name).stdout.strip()
     finally:
         _docker("stop", "-t", "5", name, check=False)
-    np.testing.assert_allclose(answer["predictions"], model.predict(features.head(4)), rtol=1e-6)
+    print(f"\nserving container: /health after {alive:.1f}s from docker run; ready {first_ready:.1f}s after the first "
+          f"promotion; alias move v{v1} -> v{v2} served after {moved:.1f}s (POLL_SECONDS=1); "
+          f"total {time.perf_counter() - started:.1f}s")
+    assert ping_status == 503 and ping["state"] == "no-alias", ping
+    assert running == ["true", "0"]
+    assert "no version of serving-ranker has alias champion yet" in logs
+    assert header == v1
+    np.testing.assert_allclose(answer["predictions"], model_1.predict(features.head(4)), rtol=1e-6)
+    np.testing.assert_allclose(answer_2["predictions"], model_2.predict(features.head(4)), rtol=1e-6)
+    assert restarts_after == "0"
 
 
 def test_the_whole_pipeline_runs_each_step_in_its_own_image_with_docker_runner(stack, tmp_path_factory):
