@@ -91,6 +91,11 @@ class StackConfig:
     mlflow_port: int | None = None
     bucket: str = "mlflow"
     database: str = "mlflow"
+    # Optional login role that owns the database, as a PostgreSQL container's POSTGRES_USER /
+    # POSTGRES_PASSWORD would make it. With a password, that role must authenticate over TCP
+    # (scram-sha-256); the `postgres` superuser keeps loopback trust. None: the superuser owns it.
+    database_owner: str | None = None
+    database_password: str | None = field(default=None, repr=False)
     access_key: str = "portfolio-mlops"
     secret_key: str = field(default="portfolio-mlops-local-secret", repr=False)
     postgres_bin_dir: Path | None = None  # None: newest /usr/lib/postgresql/<version>/bin, else initdb on PATH
@@ -114,6 +119,10 @@ class StackConfig:
                               "(3-63 lowercase letters, digits or '-')")
         if not (self.database.isidentifier() and self.database.islower()):
             raise ConfigError(f"database={self.database!r} must be a lowercase identifier")
+        if self.database_owner is not None and not (self.database_owner.isidentifier() and self.database_owner.islower()):
+            raise ConfigError(f"database_owner={self.database_owner!r} must be a lowercase identifier")
+        if self.database_password is not None and self.database_owner is None:
+            raise ConfigError("database_password needs database_owner (the role it belongs to)")
         if not self.access_key or not self.secret_key:
             raise ConfigError("access_key and secret_key must not be empty")
         if self.start_timeout_seconds <= 0 or self.stop_timeout_seconds <= 0:
@@ -136,6 +145,8 @@ class StackState:
     secret_key: str = field(repr=False)
     pids: dict[str, int] = field(default_factory=dict)
     process_start_ticks: dict[str, int] = field(default_factory=dict)
+    database_owner: str | None = None
+    database_password: str | None = field(default=None, repr=False)
 
     host: ClassVar[str] = HOST
 
@@ -170,6 +181,7 @@ class StackState:
             "base_dir": str(self.base_dir), "host": HOST, "ports": self.ports, "pids": self.pids,
             "process_start_ticks": self.process_start_ticks, "bucket": self.bucket, "database": self.database,
             "access_key": self.access_key, "secret_key": self.secret_key,
+            "database_owner": self.database_owner, "database_password": self.database_password,
             "tracking_uri": self.tracking_uri, "s3_endpoint": self.s3_endpoint, "postgres_uri": self.postgres_uri,
             "logs": {name: str(path) for name, path in self.logs.items()},
         }
@@ -179,7 +191,8 @@ class StackState:
         return cls(base_dir=Path(payload["base_dir"]), ports={k: int(v) for k, v in payload["ports"].items()},
                    bucket=payload["bucket"], database=payload["database"], access_key=payload["access_key"],
                    secret_key=payload["secret_key"], pids={k: int(v) for k, v in payload.get("pids", {}).items()},
-                   process_start_ticks={k: int(v) for k, v in payload.get("process_start_ticks", {}).items()})
+                   process_start_ticks={k: int(v) for k, v in payload.get("process_start_ticks", {}).items()},
+                   database_owner=payload.get("database_owner"), database_password=payload.get("database_password"))
 
 
 @dataclass(frozen=True)
@@ -411,6 +424,7 @@ def _prepare_state(cfg: StackConfig) -> StackState:
                          f"run `portfolio-mlops stack down --dir {cfg.base_dir}` first")
     state = StackState(base_dir=cfg.base_dir, ports=ports, bucket=cfg.bucket, database=cfg.database,
                        access_key=cfg.access_key, secret_key=cfg.secret_key,
+                       database_owner=cfg.database_owner, database_password=cfg.database_password,
                        pids=dict(previous.pids) if previous else {},
                        process_start_ticks=dict(previous.process_start_ticks) if previous else {})
     _save_state(state)
@@ -465,6 +479,10 @@ def _start_postgres(cfg: StackConfig, state: StackState) -> None:
                                      stdin=subprocess.DEVNULL, cwd=state.base_dir, timeout=cfg.start_timeout_seconds)
         if created.returncode != 0:
             raise _service_error(state, "postgres", f"initdb failed (exit status {created.returncode})")
+        if cfg.database_password is not None:
+            # First match wins: the owner role must present its password over TCP; all else stays trust.
+            hba = layout.postgres_data / "pg_hba.conf"
+            hba.write_text(f"host all {cfg.database_owner} {HOST}/32 scram-sha-256\n" + hba.read_text())
     options = (f"-p {state.ports['postgres']} -c listen_addresses={HOST} "
                f"-k {shlex.quote(str(layout.sockets))} -c fsync=off")
     _log_event(log, f"stack: pg_ctl start {options}")
@@ -618,9 +636,16 @@ def _postgres_problem(state: StackState, create: bool) -> str | None:
         connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
         with connection.cursor() as cursor:
             if create:
+                owner = state.database_owner
+                if owner is not None:
+                    cursor.execute("select 1 from pg_roles where rolname = %s", (owner,))
+                    verb = "alter" if cursor.fetchone() else "create"
+                    cursor.execute(sql.SQL(verb + " role {} login password {}").format(
+                        sql.Identifier(owner), sql.Literal(state.database_password)))
                 cursor.execute("select 1 from pg_database where datname = %s", (state.database,))
                 if cursor.fetchone() is None:
-                    cursor.execute(sql.SQL("create database {}").format(sql.Identifier(state.database)))
+                    cursor.execute(sql.SQL("create database {}").format(sql.Identifier(state.database))
+                                   + (sql.SQL(" owner {}").format(sql.Identifier(owner)) if owner else sql.SQL("")))
             else:
                 cursor.execute("select 1")
     finally:
