@@ -44,6 +44,14 @@ def mlflow_service_hosts(values: Values) -> list[str]:
             f"{short}.{values.namespace}.svc.cluster.local"]
 
 
+# MLflow 3.17 with proxied S3 artifacts advertises multipart downloads (/server-info), and clients
+# then fetch artifacts from PRESIGNED S3 URLs on the server's own endpoint (http://minio:9000): a
+# name that does not resolve outside the cluster (port-forward) and a Service our NetworkPolicies
+# close to serving. Every client we configure downloads through the tracking server instead.
+# (Found by the kind-less harness, tests/integration/test_cluster_harness.py.)
+CLIENT_ENV = {"MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "false"}
+
+
 def mlflow_tracking_uri(values: Values, qualified: bool = False) -> str:
     """The MLFLOW_TRACKING_URI of a client: the short name inside the namespace (serving), the
     fully qualified name from other namespaces (the KFP pipeline pods)."""
@@ -166,8 +174,8 @@ def serving(values: Values) -> list[k.Manifest]:
     server = k.container(
         "serving", sv.image, sv.uid, sv.resources,
         ports=[{"name": "http", "containerPort": sv.port}],
-        env=k.plain_env(MLFLOW_TRACKING_URI=f"http://mlflow:{values.mlflow.port}", MODEL_URI=sv.model_uri,
-                        PORT=str(sv.port), POLL_SECONDS=str(sv.poll_seconds)),
+        env=k.plain_env(MLFLOW_TRACKING_URI=mlflow_tracking_uri(values), MODEL_URI=sv.model_uri,
+                        PORT=str(sv.port), POLL_SECONDS=str(sv.poll_seconds), **CLIENT_ENV),
         # HTTP is up within seconds and the model loads in the background: /health says the process
         # lives, /ping that a version is loaded (503 until the registry has a champion, for as long as
         # that takes - not a reason to restart).

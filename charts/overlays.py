@@ -38,6 +38,12 @@ PIPELINE_STEP_MILLICORES = 250
 KIND_CPU_BUDGET = KIND_NODE_MILLICORES - KIND_CONTROL_PLANE_MILLICORES - KFP_MILLICORES - PIPELINE_STEP_MILLICORES
 
 
+def pipeline_config_literals(values: Values) -> list[str]:
+    """The pipelines' ConfigMap: where MLflow is, and how its clients must download (base.CLIENT_ENV)."""
+    return [f"MLFLOW_TRACKING_URI={base.mlflow_tracking_uri(values, qualified=True)}",
+            *(f"{key}={value}" for key, value in base.CLIENT_ENV.items())]
+
+
 def _target(kind: str, name: str) -> dict[str, str]:
     return {"kind": kind, "name": name}
 
@@ -82,9 +88,11 @@ def _kind_workload_patch(workload: k.Manifest, cpu_request: str,
             body: dict[str, Any] = dict(containers.get(container["name"], {}))
             if cpu_millicores(container["resources"]["requests"]["cpu"]) > cpu_millicores(cpu_request):
                 body["resources"] = {"requests": {"cpu": cpu_request}}
-            if body:
-                patched.append({"name": container["name"], **body})
-        if patched:
+            patched.append({"name": container["name"], **body})
+        # Every container of the list, in the base's order, even those with nothing to change: a
+        # strategic merge puts the patch's entries first, and init containers run in list order
+        # (db-upgrade must stay behind wait-for-postgres; the harness caught the swap).
+        if any(len(entry) > 1 for entry in patched):
             spec[field] = patched
     meta = workload["metadata"]
     return {"apiVersion": workload["apiVersion"], "kind": workload["kind"],
@@ -116,7 +124,7 @@ def kind(values: Values) -> dict[str, Any]:
         ],
         "configMapGenerator": [
             {"name": PIPELINE_CONFIG, "namespace": PIPELINE_NAMESPACE,
-             "literals": [f"MLFLOW_TRACKING_URI={base.mlflow_tracking_uri(values, qualified=True)}"]},
+             "literals": pipeline_config_literals(values)},
         ],
         "patches": [
             {"path": "patches/mlflow-nodeport.yaml", "target": _target("Service", "mlflow")},
@@ -212,7 +220,7 @@ def production(values: Values) -> dict[str, Any]:
         "generatorOptions": {"disableNameSuffixHash": True},
         "configMapGenerator": [
             {"name": PIPELINE_CONFIG, "namespace": PIPELINE_NAMESPACE,
-             "literals": [f"MLFLOW_TRACKING_URI={base.mlflow_tracking_uri(values, qualified=True)}"]},
+             "literals": pipeline_config_literals(values)},
         ],
         "patches": [
             {"path": "patches/mlflow-resources.yaml"},

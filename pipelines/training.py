@@ -21,7 +21,7 @@ from components.promote import promote
 from components.train import train
 
 PIPELINE_NAME = "sp500-stock-ranking"
-MLFLOW_CONFIGMAP = "portfolio-mlops-mlflow"  # keys: MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME
+MLFLOW_CONFIGMAP = "portfolio-mlops-mlflow"  # keys: MLFLOW_TRACKING_URI, MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD
 MLFLOW_SECRET = "portfolio-mlops-mlflow"  # optional keys: tracking basic-auth, S3 credentials for direct artifact access
 DEFAULT_ALGORITHMS = ["ridge", "lasso", "elasticnet", "hgb"]
 
@@ -88,7 +88,11 @@ def training_pipeline(
     judged = promote(config=config, panel=panel.outputs["panel"], features=built.outputs["features"],
                      models=dsl.Collected(trained.outputs["model"]))
     _shape(judged, "promote", retries=1).set_caching_options(False)  # registry state changes between runs
-    kubernetes.use_config_map_as_env(judged, MLFLOW_CONFIGMAP, {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI"})
+    kubernetes.use_config_map_as_env(judged, MLFLOW_CONFIGMAP, {
+        "MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
+        # download artifacts through the tracking server, not from presigned S3 URLs (charts/base.py)
+        "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD": "MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD",
+    })
     kubernetes.use_secret_as_env(judged, MLFLOW_SECRET, {
         "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
         "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",

@@ -147,6 +147,46 @@ def test_overlay_mlflow_accepts_the_host_of_every_configured_client(overlay):
     assert checks.check_mlflow_allowed_hosts(docs, {"attacker.example:5000": "a foreign Host"}) != []
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_mlflow_clients_download_through_the_server_not_from_presigned_s3_urls(overlay):
+    """With proxied S3 artifacts MLflow 3.17 hands clients presigned URLs on http://minio:9000, which
+    serving may not reach (NetworkPolicy) and a port-forward user cannot resolve: every configured
+    client (container env, the pipelines' ConfigMap) must turn multipart downloads off."""
+    docs = render(overlay)
+    clients = []  # (where, the env or data mapping it sits in)
+    for doc in docs:
+        if doc["kind"] == "ConfigMap" and "MLFLOW_TRACKING_URI" in (doc.get("data") or {}):
+            clients.append((f"ConfigMap {doc['metadata']['name']}", doc["data"]))
+    for owner, tpl in checks.pod_templates(docs):
+        for container in checks.containers(tpl["spec"]):
+            env = {e["name"]: e.get("value") for e in container.get("env") or []}
+            if "MLFLOW_TRACKING_URI" in env:
+                clients.append((f"{owner['metadata']['name']}/{container['name']}", env))
+    assert clients
+    missing = [where for where, env in clients if env.get("MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD") != "false"]
+    assert missing == [], f"MLflow clients without MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD=false: {missing}"
+
+
+def _init_container_names(docs: list[dict]) -> dict[str, list[str]]:
+    return {f"{owner['kind']}/{owner['metadata']['name']}": [c["name"] for c in tpl["spec"].get("initContainers") or []]
+            for owner, tpl in checks.pod_templates(docs)}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_keeps_the_init_container_order_of_the_base(overlay):
+    """Init containers run in list order; a strategic-merge patch that names only some of them moves
+    those first (kind once ran db-upgrade before wait-for-postgres)."""
+    base = _init_container_names(render_base())
+    for workload, names in _init_container_names(render(overlay)).items():
+        assert [n for n in names if n in base.get(workload, [])] == base.get(workload, []), workload
+
+
+def render_base() -> list[dict]:
+    out = subprocess.run([str(KUBECTL), "kustomize", str(ROOT / "k8s" / "base")], capture_output=True, text=True,
+                         check=True, timeout=120)
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
 @pytest.mark.parametrize("overlay", ["kind", "seaweedfs"])
 def test_kind_overlay_cpu_requests_fit_a_two_vcpu_runner_next_to_kfp(overlay):
     from charts.overlays import KIND_CPU_BUDGET
