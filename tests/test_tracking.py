@@ -226,22 +226,24 @@ def test_each_child_run_logs_a_model(signal_run, client, algorithm):
     assert mlflow.models.get_model_info(model_uri).run_id == child_id
 
 
-def test_the_logged_model_signature_takes_the_feature_names_as_input_columns(signal_run):
+def test_the_logged_model_takes_raw_price_rows_and_answers_a_portfolio(signal_run):
     info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}/{signal_run.tracked.model_versions['ridge']}")
 
-    assert info.signature.inputs.input_names() == list(signal_run.chain.features.feature_names)
+    assert info.signature.inputs.input_names() == ["date", "ticker", "close", "open", "high", "low", "adj_close", "volume"]
+    assert info.signature.outputs.input_names() == ["date", "ticker", "score", "rank", "selected", "weight"]
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_a_registered_version_loads_and_predicts_its_input_example_like_the_trained_model(signal_run, algorithm):
+def test_a_registered_version_answers_from_the_prices_what_the_trained_model_would_hold_next(signal_run, algorithm):
     version = signal_run.tracked.model_versions[algorithm]
+    chain = signal_run.chain
 
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/{version}")
 
-    example = model.input_example
-    assert len(example) > 0
-    expected = signal_run.chain.results[algorithm].model.predict(example[list(signal_run.chain.features.feature_names)])
-    np.testing.assert_allclose(model.predict(example), expected)
+    prices = chain.panel.prices.assign(date=chain.panel.prices["date"].dt.strftime("%Y-%m-%d"))
+    answer = model.predict(prices)
+    expected = runner.latest_portfolio(chain.features, chain.results[algorithm].model, signal_run.cfg.portfolio)
+    pd.testing.assert_frame_equal(answer, expected)
 
 
 # --- lineage --------------------------------------------------------------------------------------------
@@ -297,13 +299,14 @@ def test_with_a_planted_signal_every_version_passes_the_gates_and_the_best_becom
     assert champion_version(client) == decision.champion_after
 
 
-def test_the_champion_alias_loads_and_predicts(signal_run):
+def test_the_champion_alias_loads_and_answers_its_input_example_with_a_fully_invested_book(signal_run):
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
 
-    predictions = np.asarray(model.predict(model.input_example))
+    answer = model.predict(model.input_example)
 
-    assert predictions.shape == (len(model.input_example),)
-    assert np.isfinite(predictions).all()
+    assert set(answer["ticker"]) == set(model.input_example["ticker"])
+    assert np.isfinite(answer["score"]).all()
+    assert answer.loc[answer["selected"], "weight"].sum() == pytest.approx(1.0)
 
 
 def test_promoting_the_same_parent_run_again_changes_nothing(signal_run, client):
@@ -401,7 +404,7 @@ def test_an_unreachable_tracking_server_raises_tracking_error_naming_the_uri_and
 
 
 def test_a_failure_while_logging_ends_the_runs_failed_and_registers_no_version(signal_run, client, monkeypatch):
-    real_log_model = mlflow.sklearn.log_model
+    real_log_model = mlflow.pyfunc.log_model
     calls = []
 
     def log_model_failing_for_the_second_algorithm(*args, **kwargs):
@@ -410,7 +413,7 @@ def test_a_failure_while_logging_ends_the_runs_failed_and_registers_no_version(s
             raise OSError("disk full (simulated)")
         return real_log_model(*args, **kwargs)
 
-    monkeypatch.setattr(mlflow.sklearn, "log_model", log_model_failing_for_the_second_algorithm)
+    monkeypatch.setattr(mlflow.pyfunc, "log_model", log_model_failing_for_the_second_algorithm)
     versions_before = len(client.search_model_versions(f"name='{MODEL_NAME}'"))
 
     with pytest.raises(TrackingError, match="while logging the lasso child run: OSError: disk full"):

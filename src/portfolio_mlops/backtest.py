@@ -95,6 +95,37 @@ def top_n_book(predictions: pd.DataFrame, score: str, ticker_index: pd.Index, po
     return _book_from_rows(chosen, ticker_index, portfolio.weighting)
 
 
+PORTFOLIO_COLUMNS = ("date", "ticker", "score", "rank", "selected", "weight")
+
+
+def decision_portfolio(rows: pd.DataFrame, scores: np.ndarray, portfolio: PortfolioConfig) -> pd.DataFrame:
+    """The book one decision date gets: every scored ticker with its rank, whether held, and its weight.
+
+    `rows` are one date's feature rows (date, ticker, date_pos, raw_vol_63); `scores` the model's
+    predictions for them. The picks and weights come from `top_n_book` itself, so this table is the
+    book the backtest trades for that date (rank 1 = highest score, ties broken by ticker name).
+    Weights of the selected tickers sum to 1; unselected tickers have weight 0.
+    """
+    if rows["date_pos"].nunique() != 1:
+        raise ValueError("decision_portfolio takes the rows of exactly one decision date")
+    scored = rows.assign(score=np.asarray(scores, dtype=float)).sort_values(["score", "ticker"], ascending=[False, True],
+                                                                           kind="stable")
+    tickers = pd.Index(scored["ticker"])
+    [(held, weights)] = top_n_book(scored, "score", tickers, portfolio).holdings
+    weight = np.zeros(len(scored))
+    weight[held] = weights
+    selected = np.zeros(len(scored), dtype=bool)
+    selected[held] = True
+    return pd.DataFrame({
+        "date": pd.DatetimeIndex(scored["date"]).strftime("%Y-%m-%d"),
+        "ticker": tickers.astype(str),
+        "score": scored["score"].to_numpy(),
+        "rank": np.arange(1, len(scored) + 1, dtype=np.int64),
+        "selected": selected,
+        "weight": weight,
+    })
+
+
 def equal_weight_book(universe: pd.DataFrame, ticker_index: pd.Index) -> Book:
     return _book_from_rows(universe, ticker_index, "equal")
 

@@ -31,6 +31,7 @@ examples:
   portfolio-mlops features --input work/data --output work/features
   portfolio-mlops train --features work/features --output work/train --algorithms ridge,lasso
   portfolio-mlops backtest --input work/data --features work/features --training work/train --output work/report
+  portfolio-mlops predict --data all_stocks_5yr.csv.gz  # what the champion would hold next
   portfolio-mlops config > my.yaml                      # every option, with defaults
 
 exit status: 0 on success, 2 on bad input or configuration (the message names the file, row or field)."""
@@ -187,6 +188,26 @@ def build_parser(engines: dict[str, str] | None = None, default_engine: str = "i
                        help="writable folder for downloaded versions (default: $TMPDIR/portfolio-mlops-serving)")
     serve.set_defaults(func=_serve)
 
+    predict = sub.add_parser(
+        "predict", help="what the champion would hold next: its portfolio from the prices in --data",
+        description="Read --data like `ingest` (any supported layout; the embedded data without --data), send the\n"
+                    "rows to the registered prices-to-portfolio model and print its portfolio for the day after\n"
+                    "the data's last date (or --as-of): ticker, score, rank and target weight of the names held,\n"
+                    "with the model version. The data needs at least 253 trading days up to that date.\n"
+                    "Tracking server: MLFLOW_TRACKING_URI, else the embedded store in the working directory.",
+        epilog="examples:\n"
+               "  portfolio-mlops predict                                    # the champion on the embedded data\n"
+               "  portfolio-mlops predict --data all_stocks_5yr.csv.gz --output portfolio.csv\n"
+               "  portfolio-mlops predict --model-uri models:/sp500-stock-ranker/3 --as-of 2017-06-30 --output p.json\n"
+               "exit status 2 when there is no champion (the message lists the versions) or the data is unusable.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    predict.add_argument("--data", metavar="PATH", help="a file or folder in a supported layout (default: embedded data)")
+    predict.add_argument("--model-uri", metavar="URI",
+                         help="models:/<name>@<alias> or models:/<name>/<version> (default models:/sp500-stock-ranker@champion)")
+    predict.add_argument("--as-of", metavar="DATE", help="decide at this trading day of the data, using rows up to it only")
+    predict.add_argument("--output", metavar="FILE", help="also write every scored ticker to FILE (.csv or .json)")
+    predict.set_defaults(func=_predict)
+
     config = sub.add_parser("config", help="print the effective configuration as YAML",
                             description="Print the effective configuration as YAML: every option with its default "
                                         "(or the value from --config), ready to edit and pass back with --config.")
@@ -226,6 +247,12 @@ def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | No
 
 def _serve(args: argparse.Namespace) -> int:
     from portfolio_mlops.serving import run_command
+
+    return run_command(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from portfolio_mlops.predict import run_command
 
     return run_command(args)
 

@@ -30,3 +30,11 @@ class TrackingError(PortfolioMLOpsError):
 
 class PromotionError(PortfolioMLOpsError):
     """Promotion could not reach a decision (e.g. no candidates)."""
+
+
+class ModelInputError(PortfolioMLOpsError):
+    """Rows sent to the registered portfolio model cannot give a correct answer (names the column, row or date)."""
+
+
+class ModelResolutionError(PortfolioMLOpsError):
+    """A models:/ URI resolves to no loadable model version; the message lists the versions that exist."""

@@ -31,11 +31,20 @@ def _clean(value: Any) -> Any:
 
 
 def write_outputs(evaluation: Evaluation, predictions: dict[str, pd.DataFrame], refits: dict[str, list],
-                  summary: dict[str, Any], output_dir: str | Path) -> dict[str, Path]:
-    """Write every artefact atomically; returns name -> path."""
+                  summary: dict[str, Any], output_dir: str | Path,
+                  portfolios: dict[str, pd.DataFrame] | None = None) -> dict[str, Path]:
+    """Write every artefact atomically; returns name -> path.
+
+    `portfolios`: per algorithm, the book for the decision after the data's last date
+    (backtest.decision_portfolio columns), written as portfolio_<algo>.csv.
+    """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
+    for name, frame in (portfolios or {}).items():
+        written[f"portfolio_{name}"] = out / f"portfolio_{name}.csv"
+        with atomic.atomic_path(written[f"portfolio_{name}"]) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.6g")
     for name, frame in predictions.items():
         written[f"predictions_{name}"] = out / f"predictions_{name}.parquet"
         atomic.write_parquet(written[f"predictions_{name}"], frame)
@@ -155,6 +164,7 @@ def html_report(summary: dict[str, Any], output_dir: str | Path) -> str:
             f"<li>{html.escape(reason)}</li>" for reason in promotion["reasons"]) + "</ul>"
     else:
         decision = "<h2>Promotion: not run</h2>"
+    picks = _picks_html(summary, promotion, out)
     images = []
     for name, title in (("equity_curves.png", "Equity curves after costs"), ("drawdowns.png", "Drawdowns"),
                         ("rolling_ic.png", "Rolling rank IC")):
@@ -169,7 +179,37 @@ def html_report(summary: dict[str, Any], output_dir: str | Path) -> str:
         "<body style='font-family:sans-serif;max-width:1100px;margin:auto'>"
         f"<h1>S&amp;P 500 stock ranking: {html.escape(str(data.get('layout', '')))} "
         f"{html.escape(str(data.get('start', '')))}..{html.escape(str(data.get('end', '')))}</h1>"
-        f"{decision}<h2>Results (net of costs)</h2><pre>{html.escape(summary_table(summary))}</pre>"
+        f"{decision}{picks}<h2>Results (net of costs)</h2><pre>{html.escape(summary_table(summary))}</pre>"
         f"{''.join(images)}<h2>Caveats</h2><ul>{caveats}</ul>"
         f"<p>data digest {html.escape(str(data.get('content_digest', '')))}</p></body></html>"
     )
+
+
+def _picks_html(summary: dict[str, Any], promotion: dict[str, Any], out: Path) -> str:
+    """The holdings for the next decision of the champion when this run made it (else the best candidate)."""
+    import html
+
+    candidates = promotion.get("candidates") or {}
+    champion = promotion.get("champion_after")
+    if champion in candidates:
+        version, whose = champion, "champion"
+    elif promotion.get("best_candidate") in candidates:
+        version = promotion["best_candidate"]
+        whose = (f"best candidate (not promoted; champion is {'v' + champion + ' from an earlier run' if champion else 'none'})")
+    else:
+        version = None
+        ranked = sorted(summary.get("algorithms", {}).items(),
+                        key=lambda item: -(item[1]["portfolio"]["net"].get("sharpe") or -math.inf))
+        whose = "best candidate by net Sharpe (promotion not run)"
+    algorithm = candidates[version]["algorithm"] if version else (ranked[0][0] if ranked else None)
+    path = out / f"portfolio_{algorithm}.csv"
+    if algorithm is None or not path.is_file():
+        return ""
+    book = pd.read_csv(path)
+    held = book[book["selected"]]
+    label = f"v{version} ({algorithm})" if version else algorithm
+    rows = "".join(f"<tr><td>{int(r.rank)}</td><td>{html.escape(str(r.ticker))}</td><td>{r.score:+.4f}</td>"
+                   f"<td>{r.weight:.2%}</td></tr>" for r in held.itertuples())
+    return (f"<h2>Next portfolio: {html.escape(whose)} {html.escape(label)}, decision at "
+            f"{html.escape(str(book['date'].iloc[0]) if len(book) else '?')}</h2>"
+            "<table><tr><th>rank</th><th>ticker</th><th>score</th><th>weight</th></tr>" + rows + "</table>")

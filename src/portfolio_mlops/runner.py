@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 
 from portfolio_mlops import atomic
-from portfolio_mlops.config import RunConfig
+from portfolio_mlops.backtest import decision_portfolio
+from portfolio_mlops.config import PortfolioConfig, RunConfig
 from portfolio_mlops.data.ingest import Panel, build_panel, load_panel, write_panel
 from portfolio_mlops.evaluation import Evaluation, evaluate
 from portfolio_mlops.features import FeatureSet, build_features, to_grid
@@ -62,11 +63,22 @@ def evaluate_and_report(panel: Panel, features: FeatureSet, results: dict[str, W
         {name: r.refits for name, r in results.items()},
         summary,
         output_dir,
+        {name: latest_portfolio(features, r.model, cfg.portfolio) for name, r in results.items() if r.model is not None},
     )
     if quality is not None:
         outputs["quality"] = Path(output_dir) / "quality.json"
         atomic.write_json(outputs["quality"], quality)
     return summary, evaluation, outputs
+
+
+def latest_portfolio(features: FeatureSet, model, portfolio: PortfolioConfig) -> pd.DataFrame:
+    """What the final model would hold next: its book for the decision at the data's last date.
+
+    The registered pyfunc (portfolio_model) gives the same table from the raw rows up to that date.
+    """
+    frame = features.frame
+    last = frame[frame["date_pos"] == frame["date_pos"].max()]
+    return decision_portfolio(last, model.predict(last[list(features.feature_names)]), portfolio)
 
 
 def run_chain(cfg: RunConfig, output_dir: str | Path, progress: Progress = null_progress) -> ChainResult:

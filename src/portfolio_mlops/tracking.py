@@ -303,9 +303,6 @@ def _log_dataset(mlflow, features: FeatureSet, manifest: dict[str, Any], data_so
 
 def _log_child(mlflow, client, chain, features: FeatureSet, cfg: RunConfig, algorithm: str, result, out: Path,
                parent_tags: dict[str, str], parent_run_id: str) -> str:
-    import sklearn
-    from mlflow.models import infer_signature
-
     spec = next(m for m in cfg.models if m.name == algorithm)
     with mlflow.start_run(run_name=algorithm, nested=True,
                           tags={**parent_tags, "algorithm": algorithm, PARENT_TAG: parent_run_id}) as child:
@@ -329,17 +326,36 @@ def _log_child(mlflow, client, chain, features: FeatureSet, cfg: RunConfig, algo
                 if (out / name).is_file():
                     client.log_artifact(run_id, str(out / name))
             client.log_artifacts(run_id, str(folder))
-        example = features.frame.loc[features.frame["date_pos"] == features.frame["date_pos"].max(), list(features.feature_names)]
-        example = example.head(5).reset_index(drop=True)
-        versions = {name: __import__(name).__version__ for name in ("numpy", "pandas", "scipy")}
-        info = mlflow.sklearn.log_model(
-            result.model, name="model", skops_trusted_types=_skops_types(result.model),
-            signature=infer_signature(example, result.model.predict(example)),
-            input_example=example,
-            pip_requirements=[f"scikit-learn=={sklearn.__version__}", *(f"{k}=={v}" for k, v in versions.items())],
-        )
+        info = _log_portfolio_model(mlflow, chain, features, cfg.with_algorithms([algorithm]), result.model)
         client.set_tag(run_id, "model_uri", info.model_uri)
     return run_id
+
+
+def _log_portfolio_model(mlflow, chain, features: FeatureSet, cfg: RunConfig, estimator):
+    """Log the prices-to-portfolio pyfunc (portfolio_model.PortfolioModel) as the run's `model`.
+
+    The fitted estimator rides inside it as an MLflow sklearn model (artifacts/estimator), so its
+    coefficients stay one `mlflow.sklearn.load_model` away. Requirements pin this package (its code
+    is the model's code) and the numeric stack the estimator was fitted with.
+    """
+    import sklearn
+
+    from portfolio_mlops import portfolio_model
+
+    numeric = [f"scikit-learn=={sklearn.__version__}",
+               *(f"{k}=={__import__(k).__version__}" for k in ("numpy", "pandas", "scipy"))]
+    adjusted = bool(chain.summary["data"].get("adjusted", True))
+    with tempfile.TemporaryDirectory() as scratch:
+        artifacts = portfolio_model.save_artifacts(Path(scratch), estimator, cfg, features.feature_names, adjusted,
+                                                   _skops_types(estimator), numeric)
+        return mlflow.pyfunc.log_model(
+            # Models from code: loading runs portfolio_model_code.py (no pickled object to trust).
+            name="model", python_model=str(Path(portfolio_model.__file__).with_name("portfolio_model_code.py")),
+            artifacts=artifacts,
+            signature=portfolio_model.signature(),
+            input_example=portfolio_model.input_example(chain.panel.prices),
+            pip_requirements=[f"portfolio-mlops=={__version__}", f"mlflow=={mlflow.__version__}", *numeric],
+        )
 
 
 def _skops_types(model) -> list[str]:

@@ -93,10 +93,10 @@ def test_promotion_sets_the_champion_and_it_loads_and_predicts_through_the_serve
     cfg, result, _ = chain
     assert decision.promoted
     model = mlflow.pyfunc.load_model("models:/server-ranker@champion")
-    frame = result.features.frame
-    latest = frame.loc[frame["date_pos"] == frame["date_pos"].max(), list(result.features.feature_names)]
-    predictions = np.asarray(model.predict(latest))
-    assert predictions.shape == (len(latest),) and np.isfinite(predictions).all()
+    prices = result.panel.prices.assign(date=result.panel.prices["date"].dt.strftime("%Y-%m-%d"))
+    answer = model.predict(prices)  # raw rows in, the champion's next portfolio out
+    assert set(answer["ticker"]) <= set(prices["ticker"]) and np.isfinite(answer["score"]).all()
+    assert answer.loc[answer["selected"], "weight"].sum() == pytest.approx(1.0)
 
 
 def test_with_s3_down_mid_run_the_run_ends_failed_registers_nothing_and_a_rerun_succeeds(

@@ -266,17 +266,11 @@ def _read_canonical(path: Path) -> RawDataset:
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     if "date" not in frame or "ticker" not in frame or not ({"close", "adj_close"} & set(frame.columns)):
         raise DataLayoutError(f"{path}: canonical Parquet needs date, ticker and close or adj_close; found {list(frame.columns)}.\n{SUPPORTED_LAYOUTS}")
-    frame = frame.copy()
     adjusted = "adj_close" in frame
     manifest_path = path.parent / "manifest.json"
     if path.name == "prices.parquet" and manifest_path.is_file():  # our own ingest output knows its origin
         adjusted = bool(json.loads(manifest_path.read_text(encoding="utf-8")).get("adjusted", adjusted))
-    if "adj_close" not in frame:
-        frame["adj_close"] = frame["close"]
-    if "close" not in frame:
-        frame["close"] = frame["adj_close"]
-    frame["date"] = frame["date"].astype(str)
-    prices = _finish(frame, path)
+    prices = canonical_rows(frame, path)
     benchmark = None
     sources = [str(path)]
     bench_path = path.parent / "benchmark.parquet"
@@ -289,6 +283,28 @@ def _read_canonical(path: Path) -> RawDataset:
         sources.append(str(bench_path))
     return RawDataset(layout="canonical_parquet", prices=prices, sources=tuple(sources), benchmark=benchmark,
                       benchmark_name="benchmark" if benchmark is not None else None, adjusted=adjusted)
+
+
+def canonical_rows(frame: pd.DataFrame, source: Path) -> pd.DataFrame:
+    """Long rows already named like the canonical layout (any case) -> canonical columns plus lineage.
+
+    Needs date, ticker and close or adj_close; a missing adj_close is the close (and vice versa), other
+    missing columns are NaN. Dates must be ISO (2018-02-07); `source` names the rows in errors.
+    """
+    frame = frame.copy()
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    missing = [c for c in ("date", "ticker") if c not in frame]
+    if missing or not ({"close", "adj_close"} & set(frame.columns)):
+        missing += [] if {"close", "adj_close"} & set(frame.columns) else ["close (or adj_close)"]
+        raise DataLayoutError(f"{source}: missing column(s) {missing}; found {list(frame.columns)}")
+    if "adj_close" not in frame:
+        frame["adj_close"] = frame["close"]
+    if "close" not in frame:
+        frame["close"] = frame["adj_close"]
+    if pd.api.types.is_datetime64_any_dtype(frame["date"]):
+        frame["date"] = frame["date"].dt.strftime("%Y-%m-%d")
+    frame["date"] = frame["date"].astype(str)
+    return _finish(frame, source)
 
 
 def read_embedded() -> RawDataset:
