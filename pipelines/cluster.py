@@ -148,7 +148,11 @@ class Cluster:
         configuration = client.Configuration()
         path = kubeconfig or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
         try:
-            if kubeconfig or context or any(Path(p).is_file() for p in path.split(os.pathsep) if p):
+            found = any(Path(p).is_file() for p in path.split(os.pathsep) if p)
+            if (kubeconfig or context) and not found:
+                raise ClusterError(f"no kubeconfig at {path}: create the cluster (scripts/kind.sh up) or pass "
+                                   "--kubeconfig / set KUBECONFIG")
+            if found:
                 config.load_kube_config(config_file=path, context=context, client_configuration=configuration,
                                         persist_config=False)
                 contexts, active = config.list_kube_config_contexts(config_file=path)

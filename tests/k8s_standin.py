@@ -28,12 +28,14 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+
+from loopback_server import LoopbackServer
 
 TOKEN = "standin-token"
 _LISTS = {
@@ -46,7 +48,7 @@ _TIME = "2026-11-25T21:00:00Z"
 
 
 @dataclass
-class KubernetesStandIn:
+class KubernetesStandIn(LoopbackServer):
     """`with KubernetesStandIn() as api:`; `api.kubeconfig(path)` writes a kubeconfig for it."""
 
     objects: dict[tuple[str, str, str], dict] = field(default_factory=dict)  # (kind, namespace, name) -> object
@@ -54,42 +56,8 @@ class KubernetesStandIn:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server = None
 
-    def start(self) -> "KubernetesStandIn":
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                standin._handle(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="k8s-standin", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
-
-    def __enter__(self) -> "KubernetesStandIn":
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     def kubeconfig(self, path: Path, context: str = "standin", namespace: str = "portfolio-mlops") -> Path:
         """A kubeconfig whose current context points at this server with its bearer token."""
@@ -108,7 +76,7 @@ class KubernetesStandIn:
                 meta = obj["metadata"]
                 self.objects[(obj["kind"], meta["namespace"], meta["name"])] = obj
 
-    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str = "GET") -> None:
         path = urlsplit(handler.path).path
         with self._lock:
             self.requests.append(path)

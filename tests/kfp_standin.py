@@ -37,11 +37,13 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
 import yaml
+
+from loopback_server import LoopbackServer
 
 API = "/apis/v2beta1"
 
@@ -73,7 +75,7 @@ class _HttpError(Exception):
 
 
 @dataclass
-class KfpStandIn:
+class KfpStandIn(LoopbackServer):
     """Start with `with KfpStandIn() as server:`; `server.url` is the host to give kfp.Client.
 
     `run_states`: the states a run reports on successive GETs (the last one repeats for ever), e.g.
@@ -94,8 +96,7 @@ class KfpStandIn:
         self._lock = threading.Lock()
         self._failures: list[_Failure] = []
         self._run_polls: dict[str, int] = {}
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server = None
         self._routes: list[tuple[str, re.Pattern, Callable[..., Any]]] = [
             ("GET", re.compile(rf"{API}/healthz"), self._healthz),
             ("GET", re.compile(rf"{API}/experiments"), self._list_experiments),
@@ -111,44 +112,6 @@ class KfpStandIn:
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
-    def start(self) -> "KfpStandIn":
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                standin._handle(self, "GET")
-
-            def do_POST(self) -> None:  # noqa: N802
-                standin._handle(self, "POST")
-
-            def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        # A short poll interval: shutdown() waits for the serving loop's next poll.
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="kfp-standin", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
-
-    def __enter__(self) -> "KfpStandIn":
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     # ---- test helpers ----------------------------------------------------------------------------
 
