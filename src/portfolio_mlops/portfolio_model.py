@@ -16,6 +16,13 @@ estimator, and the run's portfolio rule (`backtest.decision_portfolio`, i.e. `to
 
 Bad input raises MlflowException with INVALID_PARAMETER_VALUE, naming the problem, so MLflow's
 scoring server answers 400 and keeps serving, and the CLI exits 2.
+
+Types: the signature declares every price and volume column as double. Over HTTP (JSON or CSV) MLflow
+parses each column with that type, so integer share counts are fine. A Python caller of the loaded
+pyfunc who passes an int64 column (volume read from all_stocks_5yr.csv, say) gets MLflow's schema
+error "Can not safely convert int64 to float64" before this code runs: cast first,
+`rows.astype({"volume": "float64"})`. Declaring volume as long would refuse the NaN volumes of real
+files, and as Any would break MLflow's CSV parsing (it reads CSV with the signature's pandas types).
 """
 
 from __future__ import annotations

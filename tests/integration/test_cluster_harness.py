@@ -21,7 +21,8 @@ The flow, in the order the cluster would go through it:
    The promotion policy is made PERMISSIVE through the pipeline's `config_yaml` parameter (any IC
    t-stat, any excess return, margin 0), so that the embedded sample data crowns a champion: this test
    is about the plumbing, not about whether the model deserves it;
-4. serving becomes ready on its own (no restart) and answers /invocations; /version names the champion.
+4. serving becomes ready on its own (no restart) and answers /invocations with the next portfolio for raw
+   OHLCV rows (held weights sum to 1, X-Model-Version names the champion); /version names it too.
 
 This flow catches a Host check that refuses in-cluster clients (issue 9, defect 1): promote reaches
 MLflow as mlflow.portfolio-mlops.svc.cluster.local:5000 and serving as mlflow:5000.
@@ -41,6 +42,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from portfolio_mlops.data.layouts import read_embedded
+from portfolio_mlops.features import LONGEST_LOOKBACK_DAYS
+from portfolio_mlops.portfolio_model import input_example
 
 from kube_harness import (KFP_NAMESPACE, REPO, HarnessError, Pod, Standins, busy_ports, container_env, wait_for_port,
                           container_port, docker_spec, engine_problem, expand, format_table, image_config,
@@ -74,15 +79,16 @@ class _Tee(io.TextIOBase):
         self.stream.flush()
 
 
-def _http(url: str, body: bytes | None = None, timeout: float = 30) -> tuple[int, str]:
+def _http(url: str, body: bytes | None = None, timeout: float = 30) -> tuple[int, str, dict[str, str]]:
+    """(status, body text, headers with lower-case names); status 0 when nothing answered."""
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"} if body else {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
-            return answer.status, answer.read().decode()
+            return answer.status, answer.read().decode(), {k.lower(): v for k, v in answer.headers.items()}
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
+        return exc.code, exc.read().decode(errors="replace"), {k.lower(): v for k, v in exc.headers.items()}
     except OSError as exc:
-        return 0, f"{type(exc).__name__}: {exc}"
+        return 0, f"{type(exc).__name__}: {exc}", {}
 
 
 def _lines_with(text: str, *needles: str, limit: int = 12) -> str:
@@ -260,20 +266,31 @@ def test_the_kind_overlay_runs_end_to_end_mlflow_then_pipeline_then_serving(post
                 monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
                 client = mlflow.MlflowClient()
                 champion = client.get_model_version_by_alias(model_name, "champion")
-                signature = mlflow.models.get_model_info(f"models:/{model_name}/{champion.version}").signature
-                columns = signature.inputs.input_names()
-                body = json.dumps({"dataframe_split": {"columns": columns,
-                                                       "data": [[0.01 * (i + j) for j in range(len(columns))]
-                                                                for i in range(3)]}}).encode()
-                status, answer = _http(f"http://127.0.0.1:{serving_port}/invocations", body)
+                # What a client sends the champion: raw long OHLCV rows (the embedded data the pipeline
+                # trained on: its last LONGEST_LOOKBACK_DAYS + 7 trading days, every name present on all of them).
+                rows = input_example(read_embedded().prices, tickers=100, days=LONGEST_LOOKBACK_DAYS + 7)
+                body = json.dumps({"dataframe_split": rows.to_dict(orient="split", index=False)}).encode()
+                status, answer, headers = _http(f"http://127.0.0.1:{serving_port}/invocations", body)
                 if status != 200:
-                    findings.append(f"POST /invocations answered {status}: {answer[:300]}")
+                    findings.append(f"POST /invocations with {len(rows)} raw rows answered {status}: {answer[:300]}")
                 else:
-                    predictions = json.loads(answer)["predictions"]
-                    if len(predictions) != 3 or not all(math.isfinite(float(p)) for p in predictions):
-                        findings.append(f"/invocations answered {predictions!r} for 3 rows")
-                    print(f"/invocations -> {predictions}")
-                status, version_text = _http(f"http://127.0.0.1:{serving_port}/version")
+                    portfolio = json.loads(answer)["predictions"]
+                    held = [p for p in portfolio if p.get("selected")]
+                    total = sum(float(p["weight"]) for p in held)
+                    print(f"/invocations ({len(rows)} rows, {rows['ticker'].nunique()} tickers) -> "
+                          f"X-Model-Version {headers.get('x-model-version')}, {len(portfolio)} scored, "
+                          f"held {[(p['ticker'], round(float(p['weight']), 3)) for p in held]}")
+                    if (len(portfolio) != rows["ticker"].nunique() or not held
+                            or not math.isclose(total, 1.0, abs_tol=1e-9)
+                            or {str(p["date"])[:10] for p in portfolio} != {rows["date"].max()}
+                            or not all(math.isfinite(float(p["score"])) for p in portfolio)):
+                        findings.append(f"/invocations did not answer a portfolio for {rows['date'].max()} over "
+                                        f"{rows['ticker'].nunique()} tickers whose held weights sum to 1 "
+                                        f"(sum {total}): {portfolio[:5]!r}...")
+                    if headers.get("x-model-version") != str(champion.version):
+                        findings.append(f"/invocations carried X-Model-Version {headers.get('x-model-version')!r}, "
+                                        f"not the champion's v{champion.version}")
+                status, version_text, _ = _http(f"http://127.0.0.1:{serving_port}/version")
                 print(f"/version -> {status} {version_text.strip()[:200]}")
                 if status != 200 or str(champion.version) not in version_text:
                     findings.append(f"/version answered {status} {version_text[:200]!r}, which does not name "
