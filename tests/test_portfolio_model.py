@@ -363,9 +363,11 @@ def test_a_bad_request_gets_400_naming_the_problem_and_the_server_keeps_serving(
     as_of_status, as_of_body, _ = _post(served, rows, {"as_of": "1999-01-04"})
     after_status, after, _ = _post(served, rows)
 
-    assert status == 400 and "too little history" in body["message"]
-    assert as_of_status == 400 and "as_of 1999-01-04 is not a date in the rows" in as_of_body["message"]
+    assert status == 400 and body["message"].startswith("too little history")
+    assert as_of_status == 400 and as_of_body["message"].startswith("as_of 1999-01-04 is not a date in the rows")
     assert after_status == 200 and len(after["predictions"]) == rows["ticker"].nunique()
+    # the reason alone: MLflow's wrapper echoes the whole request frame before it
+    assert "Failed to predict data" not in body["message"] and len(body["message"]) < 400
 
 
 

@@ -323,10 +323,22 @@ class ServingApp:
             await _json(send, 503, {"error": "no model loaded", "reason": self.follower.reason})
         else:
             version_header = (b"x-model-version", served.version.encode())
+            held: dict = {}  # an error response's start and body, until the body is complete
 
             async def send_with_version(message: dict) -> None:
                 if message["type"] == "http.response.start":
                     message = {**message, "headers": [*message.get("headers", []), version_header]}
+                    if message["status"] >= 400:
+                        held.update(start=message, body=b"")
+                        return
+                elif held:
+                    held["body"] += message.get("body", b"")
+                    if message.get("more_body"):
+                        return
+                    start, body = held["start"], readable_error(held["body"])
+                    headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                    await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+                    message = {"type": "http.response.body", "body": body}
                 await send(message)
 
             await served.app(scope, receive, send_with_version)
@@ -341,6 +353,20 @@ class ServingApp:
                 self.follower.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def readable_error(body: bytes) -> bytes:
+    """MLflow's scoring server wraps a model's error as "Failed to predict data '<the whole input
+    frame>'. Error: <the reason>" (schema errors nest a second such wrapper): keep the reason, so a
+    400 names the problem in one line instead of echoing thousands of rows. Other bodies pass as they are."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body
+    message = payload.get("message") if isinstance(payload, dict) else None
+    if not isinstance(message, str) or "Error: " not in message:
+        return body
+    return json.dumps({**payload, "message": message.rsplit("Error: ", 1)[1].strip()}).encode()
 
 
 async def _json(send: Send, status: int, payload: dict) -> None:
