@@ -12,11 +12,13 @@ def features(config: Input[Dataset], panel: Input[Dataset], features: Output[Dat
 
     from portfolio_mlops.config import RunConfig
     from portfolio_mlops.data.ingest import load_panel
+    from portfolio_mlops.errors import step_errors
     from portfolio_mlops.features import build_features
     from portfolio_mlops.runner import save_features
 
     cfg = RunConfig.model_validate_json(Path(config.path).read_text())
-    built = build_features(load_panel(panel.path).prices, cfg.features, cfg.labels)
+    with step_errors("features"):  # e.g. too little history for the labels: exit 2, one line, no retries
+        built = build_features(load_panel(panel.path).prices, cfg.features, cfg.labels)
     save_features(built, features.path)
     features.metadata.update({"samples": len(built.frame), "features": list(built.feature_names),
                               "skipped": built.skipped})

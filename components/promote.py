@@ -20,6 +20,7 @@ def promote(config: Input[Dataset], panel: Input[Dataset], features: Input[Datas
 
     from portfolio_mlops.config import RunConfig
     from portfolio_mlops.data.ingest import load_panel
+    from portfolio_mlops.errors import step_errors
     from portfolio_mlops.report import html_report
     from portfolio_mlops.runner import assemble_chain, load_features, load_training, track_and_promote
 
@@ -39,11 +40,14 @@ def promote(config: Input[Dataset], panel: Input[Dataset], features: Input[Datas
     line = "promotion: skipped (tracking disabled)"
     if os.environ.get("PORTFOLIO_MLOPS_TRACKING", "on") != "off":
         promote_models = os.environ.get("PORTFOLIO_MLOPS_PROMOTE", "on") != "off"
-        tracked, decision = track_and_promote(chain, cfg, outputs.path, promote_models)
+        with step_errors("promote"):  # a tracking failure: exit status 3, one line; the step's retries cover it
+            tracked, decision = track_and_promote(chain, cfg, outputs.path, promote_models)
         line = decision.summary_line() if decision else "promotion: skipped (--no-promote)"
         summary.metadata["mlflow_parent_run_id"] = tracked.parent_run_id
     final = json.loads((Path(outputs.path) / "summary.json").read_text())
-    Path(report.path).write_text(html_report(final, outputs.path), encoding="utf-8")
+    page = html_report(final, outputs.path)
+    Path(report.path).write_text(page, encoding="utf-8")
+    Path(outputs.path, "report.html").write_text(page, encoding="utf-8")  # the KFP UI's page, also in --output
     for name, block in final["algorithms"].items():
         for key, value in (("net_sharpe", block["portfolio"]["net"]["sharpe"]), ("ic_tstat", block["signal"]["ic_tstat"])):
             if value is not None and math.isfinite(value):

@@ -18,11 +18,13 @@ def train(config: Input[Dataset], algorithm: str, panel: Input[Dataset], feature
     from portfolio_mlops.data.ingest import load_panel
     from portfolio_mlops.evaluation import evaluate
     from portfolio_mlops.features import to_grid
+    from portfolio_mlops.errors import step_errors
     from portfolio_mlops.runner import load_features, save_training, train_all
 
     cfg = RunConfig.model_validate_json(Path(config.path).read_text()).with_algorithms([algorithm])
     loaded = load_features(features.path)
-    result = train_all(loaded, cfg)[algorithm]
+    with step_errors("train"):  # e.g. too little history for the walk-forward schedule: exit 2, one line
+        result = train_all(loaded, cfg)[algorithm]
     save_training(result, model.path)
     model.metadata.update({"algorithm": algorithm, "refits": len(result.refits)})
 

@@ -7,6 +7,7 @@ and `pipeline compile | submit`.
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -102,7 +103,11 @@ def run_kfp(args: argparse.Namespace, cfg: Any) -> int:
         os.environ["PORTFOLIO_MLOPS_TRACKING"] = "off"
     if args.no_promote:
         os.environ["PORTFOLIO_MLOPS_PROMOTE"] = "off"
-    result = run_local(pipeline_parameters(cfg), args.output)
+    report_dir = getattr(args, "report_dir", Path(args.output).resolve())
+    if not args.quiet:
+        print(f"[pipeline] kfp.local: configure -> ingest -> features -> train x{len(cfg.models)} -> promote; "
+              f"its log: {report_dir}/pipeline.log", file=sys.stderr, flush=True)
+    result = run_local(pipeline_parameters(cfg), args.output, verbose=args.verbose, progress=not args.quiet)
     summary = json.loads((Path(args.output) / "summary.json").read_text(encoding="utf-8"))
     print(summary_table(summary))
     if summary.get("mlflow"):
@@ -111,7 +116,8 @@ def run_kfp(args: argparse.Namespace, cfg: Any) -> int:
         print(f"\nmlflow: {record['tracking_uri']}  run {record['parent_run_id']}  registered "
               f"{record['registered_model']}: {versions}")
     print(result["decision"])
-    print(f"\nreport: {Path(args.output).resolve()}/summary.json  [kfp.local pipeline, {result['seconds']:.1f}s]")
+    print(f"\nreport: {report_dir}/summary.json, report.html; log: {report_dir}/pipeline.log  "
+          f"[kfp.local pipeline, {result['seconds']:.1f}s]")
     return 0
 
 

@@ -42,14 +42,28 @@ RESOURCES = {
 }
 
 
-def _shape(task: dsl.PipelineTask, step: str, retries: int = 2) -> dsl.PipelineTask:
+# Retries per step: only for failures that can be transient. KFP (kfp.local's task executor as well as
+# the cluster's Argo retryStrategy) retries any failed attempt, whatever the cause - it cannot tell a
+# data error from a lost node - so the classification is made here, per step, by what can fail in it:
+#   configure, ingest, features: pure functions of the config and the data. What fails there is the
+#     user's input (ConfigError, DataLayoutError, DataValidationError, DegenerateInputError: the step
+#     exits 2 with one line, errors.step_errors) or a bug; repeating cannot change either: no retries.
+#     (`portfolio-mlops run` also checks all of it in the CLI before the pipeline starts.)
+#   train: deterministic too, but long and memory-hungry: on a cluster a pod evicted or OOM-killed on a
+#     busy node is the platform's transient fault: 1 retry.
+#   promote: talks to the tracking server and the registry (TrackingError, exit 3: a server blip or a
+#     restart, 30 s later often gone): 1 retry. A failed attempt ends its MLflow runs FAILED (tracking.py),
+#     so promotion never judges a half-logged attempt.
+RETRIES = {"configure": 0, "ingest": 0, "features": 0, "train": 1, "promote": 1}
+
+
+def _shape(task: dsl.PipelineTask, step: str) -> dsl.PipelineTask:
     cpu_request, cpu_limit, memory_request, memory_limit = RESOURCES[step]
     task.set_cpu_request(cpu_request).set_cpu_limit(cpu_limit)
     task.set_memory_request(memory_request).set_memory_limit(memory_limit)
-    if retries:
-        # Transient failures (a preempted node, a registry hiccup) are retried; every step is
-        # idempotent: it rewrites its own outputs from its inputs.
-        task.set_retry(num_retries=retries, backoff_duration="30s", backoff_factor=2.0)
+    if RETRIES[step]:
+        # every step is idempotent: it rewrites its own outputs from its inputs
+        task.set_retry(num_retries=RETRIES[step], backoff_duration="30s", backoff_factor=2.0)
     return task
 
 
@@ -73,7 +87,7 @@ def training_pipeline(
         top_n=top_n, cost_bps=cost_bps, experiment=experiment, registered_model=registered_model,
         rank_by=rank_by, min_ic_tstat=min_ic_tstat, margin=margin,
     )
-    _shape(settings, "configure", retries=0).set_caching_options(False)
+    _shape(settings, "configure").set_caching_options(False)
     config = settings.outputs["config"]
 
     panel = _shape(ingest(config=config), "ingest")
@@ -87,7 +101,7 @@ def training_pipeline(
 
     judged = promote(config=config, panel=panel.outputs["panel"], features=built.outputs["features"],
                      models=dsl.Collected(trained.outputs["model"]))
-    _shape(judged, "promote", retries=1).set_caching_options(False)  # registry state changes between runs
+    _shape(judged, "promote").set_caching_options(False)  # registry state changes between runs
     kubernetes.use_config_map_as_env(judged, MLFLOW_CONFIGMAP, {
         "MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
         # download artifacts through the tracking server, not from presigned S3 URLs (charts/base.py)

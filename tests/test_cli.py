@@ -23,12 +23,14 @@ SMALL_RUN_CONFIG = "walk_forward:\n  min_train_days: 150\nbenchmarks:\n  random_
 
 @pytest.fixture(scope="module")
 def market(tmp_path_factory) -> tuple[Path, Path]:
-    """A Kaggle-daily folder (12 tickers x 900 business days of random walks, plus the index) and a config."""
+    """A Kaggle-daily folder (20 tickers x 900 business days of random walks, plus the index) and a config.
+
+    20 tickers: the default top 10 must hold at most half of the universe (sanity.check_panel)."""
     root = tmp_path_factory.mktemp("market")
     rng = np.random.default_rng(7)
     days = pd.bdate_range("2015-01-01", periods=900)
     frames = []
-    for i in range(12):
+    for i in range(20):
         close = 50 * np.exp(np.cumsum(rng.normal(0.0003, 0.015, len(days))))
         frames.append(pd.DataFrame({
             "Date": days.strftime("%Y-%m-%d"), "Symbol": f"T{i:02d}", "Adj Close": close, "Close": close,

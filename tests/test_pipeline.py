@@ -15,7 +15,6 @@ from components.ingest import ingest
 from components.promote import promote
 from components.train import train
 from pipelines.compile import COMPILED
-from portfolio_mlops.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +66,10 @@ def test_steps_have_resources_retries_and_caching_set_deliberately(spec):
     pipeline, _ = spec
     tasks = pipeline["root"]["dag"]["tasks"]
     inner = pipeline["components"]["comp-for-loop-1"]["dag"]["tasks"]
-    assert inner["train"]["retryPolicy"]["maxRetryCount"] == 2
+    # retries only where a failure can be transient (pipelines/training.py): none for the data steps
+    assert inner["train"]["retryPolicy"]["maxRetryCount"] == 1
+    assert tasks["promote"]["retryPolicy"]["maxRetryCount"] == 1
+    assert all("retryPolicy" not in tasks[step] for step in ("configure", "ingest", "features"))
     assert tasks["ingest"]["cachingOptions"] == {} and tasks["promote"]["cachingOptions"] == {}
     assert tasks["features"]["cachingOptions"] == {"enableCache": True}
     resources = pipeline["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
@@ -90,15 +92,20 @@ def test_components_import_the_core_inside_their_body():
         assert component.component_spec.implementation.container.image.startswith(images.registry())
 
 
-def test_configure_rejects_a_bad_parameter_naming_the_field(tmp_path):
+def test_configure_rejects_a_bad_parameter_naming_the_field(tmp_path, capsys):
     from kfp.dsl import Dataset
 
     output = Dataset(name="config", uri=str(tmp_path / "config.json"))
     output.path  # noqa: B018 - kfp resolves the local path from the uri
-    with pytest.raises(ConfigError, match="portfolio.top_n"):
+    with pytest.raises(SystemExit) as failure:  # the step's process exits 2 with one line, no traceback
         configure.python_func(config_yaml="", data_source="", algorithms=[], horizon_days=0, top_n=-3, cost_bps=-1.0,
                               experiment="", registered_model="", rank_by="", min_ic_tstat=-1.0, margin=-1.0,
                               config=output)
+
+    assert failure.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "configure: error (exit status 2): invalid configuration: portfolio.top_n: Input should be greater than or equal to 1 (got -3)"]
+    assert not (tmp_path / "config.json").exists()
 
 
 def test_images_follow_the_registry_and_tag_overrides(monkeypatch):

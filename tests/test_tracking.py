@@ -125,6 +125,12 @@ def test_a_chain_is_one_parent_run_with_one_finished_child_per_algorithm(signal_
     assert "mlflow.parentRunId" not in parent.data.tags
 
 
+def test_the_experiment_opens_as_model_training_not_genai_in_the_mlflow_ui(signal_run, client):
+    experiment = client.get_experiment(signal_run.tracked.experiment_id)
+
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
 def test_the_parent_run_records_the_full_config_as_params(signal_run, client):
     params = client.get_run(signal_run.tracked.parent_run_id).data.params
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any, Callable, Sequence
 import yaml
 
 from portfolio_mlops import __version__
-from portfolio_mlops.errors import PortfolioMLOpsError
+from portfolio_mlops.errors import ConfigError, PortfolioMLOpsError
 
 DESCRIPTION = """\
 Walk-forward S&P 500 stock ranking with honest evaluation.
@@ -34,7 +35,8 @@ examples:
   portfolio-mlops predict --data all_stocks_5yr.csv.gz  # what the champion would hold next
   portfolio-mlops config > my.yaml                      # every option, with defaults
 
-exit status: 0 on success, 2 on bad input or configuration (the message names the file, row or field)."""
+exit status: 0 on success, 2 on bad input or configuration (the message names the file, row or field),
+3 when the tracking server or store is unusable; both print one line on stderr, checked before any compute."""
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +75,12 @@ def build_parser(engines: dict[str, str] | None = None, default_engine: str = "i
                      help="skip MLflow (by default every run is logged to MLFLOW_TRACKING_URI, or to the embedded "
                           "store mlflow.db + mlruns/ in the working directory, and promotion runs)")
     run.add_argument("--no-promote", action="store_true", help="log and register, but do not run promotion")
+    run.add_argument("--verbose", action="store_true",
+                     help="kfp engine: show kfp.local's own logs and the steps' output on the console (by default "
+                          "they go to pipeline.log in the report folder and the console gets one line per step)")
+    run.add_argument("--wait-lock", type=float, default=0.0, metavar="SECONDS",
+                     help="when another run holds the output folder or the embedded MLflow store, wait up to "
+                          "SECONDS for it (default 0: exit 2 at once, naming the holder)")
     _add_common(run)
 
     ingest = sub.add_parser("ingest", help="read and validate data, write the canonical Parquet panel",
@@ -229,9 +237,54 @@ def _load_config(args: argparse.Namespace):
         "walk_forward.min_train_days": getattr(args, "min_train_days", None),
     }
     cfg = load_config(getattr(args, "config", None), overrides)
-    if getattr(args, "algorithms", None):
-        cfg = cfg.with_algorithms([a.strip().lower() for a in args.algorithms.split(",") if a.strip()])
+    if getattr(args, "algorithms", None) is not None:
+        chosen = [a.strip().lower() for a in args.algorithms.split(",") if a.strip()]
+        if not chosen:  # `--algorithms ''` (an unset shell variable) must not silently mean "all"
+            raise ConfigError(f"--algorithms {args.algorithms!r} names no algorithm; give a comma-separated subset "
+                              "of ridge,lasso,elasticnet,hgb, or leave the option out for all of them")
+        cfg = cfg.with_algorithms(chosen)
     return cfg
+
+
+def check_output_folder(output: str | Path) -> None:
+    """--output must be a folder we can create and write, checked before any work (nothing is written here:
+    a probe file in the nearest existing parent is created and removed)."""
+    import tempfile
+
+    path = Path(output)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--output {output}: is a file, not a folder; give a folder (it is created if missing)")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--output {output}: {existing} is a file, so the folder cannot be created; give another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".portfolio-mlops-probe-", dir=existing)
+    except OSError as exc:
+        raise ConfigError(f"--output {output}: cannot write in {existing} ({exc.strerror or exc}); "
+                          "choose a folder you can write") from exc
+    os.close(fd)
+    os.unlink(probe)
+
+
+def preflight_run(args: argparse.Namespace, cfg):
+    """Everything a `run` can be refused for, before any compute and whatever the engine: the models'
+    hyperparameters, the output folder, the tracking store, the data (read and validated) and the
+    degenerate cases of sanity.check_panel. Returns the validated panel; raises the PortfolioMLOpsError the
+    CLI turns into one line."""
+    from portfolio_mlops.data.ingest import build_panel
+    from portfolio_mlops.sanity import check_config, check_panel
+
+    check_config(cfg)
+    check_output_folder(args.output)
+    if not args.no_tracking:
+        from portfolio_mlops.tracking import check_server, default_tracking_uri
+
+        check_server(default_tracking_uri())
+    panel, _ = build_panel(cfg.data, cfg.validation)
+    check_panel(panel.prices, cfg)
+    return panel
 
 
 def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None,
@@ -241,8 +294,16 @@ def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | No
     try:
         return _dispatch(args, handlers or {})
     except PortfolioMLOpsError as exc:
-        print(f"portfolio-mlops {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        # The contract: one line, no traceback; the exit status says whose problem it is (errors.py).
+        message = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+        print(f"portfolio-mlops {args.command}: error: {message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM during a run (interrupts.py): one line, 130 / 143
+        from portfolio_mlops.interrupts import Interrupted
+
+        line = exc.line() if isinstance(exc, Interrupted) else "interrupted by SIGINT"
+        print(f"portfolio-mlops {args.command}: {line}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Interrupted) else 130
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -265,33 +326,38 @@ def _dispatch(args: argparse.Namespace, handlers: dict[str, Handler]) -> int:
 
         return run_command(args)
 
+    import logging
+
     from portfolio_mlops.progress import Progress
 
+    # MLflow announces the embedded store's creation and migration on stderr at INFO: not ours to show.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     progress = Progress(enabled=not getattr(args, "quiet", False))
     key = f"run:{args.engine}" if args.command == "run" else args.command
+    cfg = None if args.command in ("pipeline", "k8s") else _load_config(args)
+    if args.command == "run":
+        started = time.perf_counter()
+        panel = preflight_run(args, cfg)  # silent until it passes: a refusal is one line on stderr
+        progress.message(f"[check inputs] done in {time.perf_counter() - started:.1f}s: {panel.manifest['tickers']} "
+                         f"tickers, {panel.manifest['start']} .. {panel.manifest['end']}, top {cfg.portfolio.top_n}")
+    elif args.command in ("promote", "models"):
+        from portfolio_mlops.errors import PromotionError
+        from portfolio_mlops.tracking import check_server, default_tracking_uri
+
+        uri = default_tracking_uri()
+        check_server(uri)
+        if args.command == "promote" and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+            raise PromotionError(f"no MLflow store at {uri.removeprefix('sqlite:///')}: nothing has been tracked from this "
+                                 "folder; run `portfolio-mlops run` first, or set MLFLOW_TRACKING_URI to your server")
     if key in handlers:
-        return handlers[key](args, None if args.command == "pipeline" else _load_config(args))
-    cfg = _load_config(args)
+        if args.command == "run":
+            return _in_session(args, cfg, lambda: handlers[key](args, cfg))
+        return handlers[key](args, cfg)
     if args.command == "config":
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
         return 0
     if args.command == "run":
-        from portfolio_mlops.runner import run_chain, summary_table
-
-        started = time.perf_counter()
-        result = run_chain(cfg, args.output, progress)
-        print(summary_table(result.summary))
-        if not args.no_tracking:
-            from portfolio_mlops.runner import track_and_promote
-
-            tracked, decision = track_and_promote(result, cfg, args.output, not args.no_promote, progress)
-            versions = ", ".join(f"{a} v{v}" for a, v in tracked.model_versions.items())
-            print(f"\nmlflow: {tracked.tracking_uri}  run {tracked.parent_run_id}  registered {cfg.tracking.registered_model}: {versions}")
-            if decision is not None:
-                print(decision.summary_line())
-        print(f"\nreport: {Path(args.output).resolve()}/summary.json (+ equity_curves.png, drawdowns.png, rolling_ic.png)"
-              f"  [{time.perf_counter() - started:.1f}s]")
-        return 0
+        return _in_session(args, cfg, lambda: _run_inprocess(args, cfg, progress))
     if args.command == "promote":
         return _promote(args, cfg)
     if args.command == "models":
@@ -318,7 +384,9 @@ def _dispatch(args: argparse.Namespace, handlers: dict[str, Handler]) -> int:
         return 0
     if args.command == "train":
         from portfolio_mlops.runner import load_features, save_training, train_all
+        from portfolio_mlops.sanity import check_config
 
+        check_config(cfg)
         features = load_features(args.features)
         for name, result in train_all(features, cfg, progress).items():
             save_training(result, args.output)
@@ -343,6 +411,40 @@ def _dispatch(args: argparse.Namespace, handlers: dict[str, Handler]) -> int:
     raise AssertionError(args.command)
 
 
+def _run_inprocess(args: argparse.Namespace, cfg, progress) -> int:
+    """`run --engine inprocess`; args.output is the run's partial folder (see _in_session)."""
+    from portfolio_mlops.runner import run_chain, summary_table
+
+    started = time.perf_counter()
+    result = run_chain(cfg, args.output, progress)
+    print(summary_table(result.summary))
+    if not args.no_tracking:
+        from portfolio_mlops.runner import track_and_promote
+
+        tracked, decision = track_and_promote(result, cfg, args.output, not args.no_promote, progress)
+        versions = ", ".join(f"{a} v{v}" for a, v in tracked.model_versions.items())
+        print(f"\nmlflow: {tracked.tracking_uri}  run {tracked.parent_run_id}  registered {cfg.tracking.registered_model}: {versions}")
+        if decision is not None:
+            print(decision.summary_line())
+    print(f"\nreport: {getattr(args, 'report_dir', Path(args.output).resolve())}/summary.json (+ equity_curves.png, drawdowns.png, rolling_ic.png)"
+          f"  [{time.perf_counter() - started:.1f}s]")
+    return 0
+
+
+def _in_session(args: argparse.Namespace, cfg, body: Callable[[], int]) -> int:
+    """Run an engine inside session.run_session: locks, janitor, signals, and the report written into
+    a partial folder (args.output while the engine runs; args.report_dir is the destination) that is
+    swapped in only when the run succeeds."""
+    from portfolio_mlops.session import run_session
+
+    with run_session(args.output, not args.no_tracking, cfg.tracking.registered_model, cfg.tracking.experiment,
+                     args.wait_lock) as session:
+        args.report_dir, args.output = str(session.final), str(session.partial)
+        code = body()
+        session.failed = code != 0
+        return code
+
+
 def _promote(args: argparse.Namespace, cfg) -> int:
     import mlflow
 
@@ -350,18 +452,35 @@ def _promote(args: argparse.Namespace, cfg) -> int:
     from portfolio_mlops.data.ingest import build_panel
     from portfolio_mlops.errors import PromotionError
     from portfolio_mlops.runner import reevaluate_config
-    from portfolio_mlops.tracking import check_server
+    from portfolio_mlops.tracking import check_server, registration_complete
 
     check_server(mlflow.get_tracking_uri())
     client = mlflow.MlflowClient()
     run_id = args.run_id
+    if run_id is not None:
+        try:
+            client.get_run(run_id)
+        except mlflow.exceptions.MlflowException as exc:
+            raise PromotionError(f"--run-id {run_id!r}: no such run at {mlflow.get_tracking_uri()} "
+                                 f"({str(exc).splitlines()[0]}); `portfolio-mlops models` lists the versions and their "
+                                 "runs, or leave --run-id out for the latest finished run") from exc
     if run_id is None:
         experiment = client.get_experiment_by_name(cfg.tracking.experiment)
         runs = client.search_runs([experiment.experiment_id], "tags.data_digest != ''", order_by=["attributes.start_time DESC"],
                                   max_results=50) if experiment else []
-        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and r.info.status == "FINISHED"]
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        # A run stopped while registering has some versions and no completion mark: never a candidate.
+        incomplete = promotion.incomplete_registrations(cfg.tracking.registered_model, client)
+        for run in parents:
+            if run.info.status == "FINISHED" and registration_complete(run):
+                break
+            if run.info.run_id in incomplete:
+                print(promotion.incomplete_note(run.info.run_id, len(incomplete[run.info.run_id])) +
+                      f" (v{', v'.join(incomplete[run.info.run_id])})")
+        parents = [r for r in parents if r.info.status == "FINISHED" and registration_complete(r)]
         if not parents:
-            raise PromotionError(f"no finished pipeline run in experiment {cfg.tracking.experiment!r}; run `portfolio-mlops run` first")
+            raise PromotionError(f"no finished pipeline run with a complete registration in experiment "
+                                 f"{cfg.tracking.experiment!r}; run `portfolio-mlops run` first")
         run_id = parents[0].info.run_id
     source = args.data or client.get_run(run_id).data.tags.get("data_source")
     data = None if source in (None, "embedded default") else source
@@ -372,7 +491,15 @@ def _promote(args: argparse.Namespace, cfg) -> int:
         panel, _ = build_panel(data, RunConfig.model_validate_json(settings_json).validation)
         return reevaluate_config(panel, champion_json, settings_json)
 
-    decision = promotion.promote(cfg.tracking.registered_model, run_id, cfg.promotion, reevaluate, client)
+    from contextlib import nullcontext
+
+    from portfolio_mlops import locks
+
+    store_lock = locks.store_lock_path(mlflow.get_tracking_uri())  # moving aliases while a run registers: no
+    with (locks.hold(store_lock, f"the MLflow store {locks.sqlite_path(mlflow.get_tracking_uri())}",
+                     command="portfolio-mlops promote", say=lambda text: print(text, file=sys.stderr))
+          if store_lock else nullcontext()):
+        decision = promotion.promote(cfg.tracking.registered_model, run_id, cfg.promotion, reevaluate, client)
     print(decision.summary_line())
     for version, verdict in decision.candidates.items():
         print(f"  v{version} {verdict['algorithm']:<11} {verdict['decision']:<13} {'; '.join(verdict['reasons'])}")

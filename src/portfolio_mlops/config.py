@@ -6,8 +6,9 @@ points (1 bp = 0.0001) per side of each trade.
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -70,6 +71,19 @@ class WalkForwardConfig(_Strict):
     start: str | None = Field(None, description="First allowed decision date (YYYY-MM-DD).")
     end: str | None = Field(None, description="Last allowed decision date (YYYY-MM-DD).")
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        # YAML reads an unquoted 2015-01-02 as a date: accept it, and keep the ISO text everywhere else.
+        if isinstance(value, (date, datetime)):
+            return value.strftime("%Y-%m-%d")
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value.strip()).isoformat()
+            except ValueError:
+                raise ValueError(f"expected a date like 2015-01-02, got {value!r}") from None
+        return value
+
 
 class ModelSpec(_Strict):
     algorithm: Literal["ridge", "lasso", "elasticnet", "hgb"]
@@ -103,8 +117,11 @@ def default_models() -> list[ModelSpec]:
 class PortfolioConfig(_Strict):
     top_n: int = Field(10, ge=1, description="Stocks held, picked by highest prediction.")
     weighting: Literal["equal", "inverse_vol"] = "equal"
-    cost_bps_per_side: float = Field(10.0, ge=0, description="Charged on every buy and every sell, in bps of traded value.")
-    cost_sensitivity_bps: list[float] = Field(default_factory=lambda: [0.0, 5.0, 10.0, 20.0])
+    # 1000 bps (10% per side) is far beyond any real cost; above it the backtest loses more than the
+    # whole book on a rebalance (a drawdown of -16,919,433% at 1e9 bps), which is a typo, not a scenario.
+    cost_bps_per_side: float = Field(10.0, ge=0, le=1000,
+                                     description="Charged on every buy and every sell, in bps of traded value (0..1000).")
+    cost_sensitivity_bps: list[Annotated[float, Field(ge=0, le=1000)]] = Field(default_factory=lambda: [0.0, 5.0, 10.0, 20.0])
 
 
 class BenchmarkConfig(_Strict):
@@ -209,7 +226,14 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
         where = f"{path}: " if path else ""
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_describe_error(err) for err in exc.errors())
         raise ConfigError(f"{where}invalid configuration: {problems}") from exc
+
+
+def _describe_error(err: dict[str, Any]) -> str:
+    """One pydantic error as `field: what was expected (got value)`."""
+    field = ".".join(str(p) for p in err["loc"]) or "<root>"
+    message = err["msg"].removeprefix("Value error, ")
+    if "got" not in message and err.get("type") not in ("missing", "extra_forbidden") and not isinstance(err.get("input"), dict):
+        message += f" (got {err.get('input')!r})"
+    return f"{field}: {message}"

@@ -5,6 +5,9 @@ beats the current champion on the same data by a margin.
 registry (re-evaluating the champion on the current data when it was judged on other data), applies
 the decision (aliases, tags) and records it with its reasons. Re-running `promote` for the same
 pipeline run when nothing else has changed returns the recorded decision and writes nothing.
+
+Only versions whose parent run carries the registration completion mark (tracking.REGISTRATION_TAG,
+written after the last version) are candidates: a run stopped mid-registration is ignored and named.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any, Callable
 
 from portfolio_mlops.config import PromotionPolicy
 from portfolio_mlops.errors import PromotionError
-from portfolio_mlops.tracking import PARENT_TAG
+from portfolio_mlops.tracking import PARENT_TAG, REGISTRATION_TAG, registration_complete
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -157,6 +160,8 @@ def promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reeval
                 if v.tags.get(PARENT_TAG) == parent_run_id]
     if not versions:
         raise PromotionError(f"run {parent_run_id} registered no versions of {model_name!r}; nothing to promote")
+    if not registration_complete(parent):
+        raise PromotionError(incomplete_note(parent_run_id, len(versions)))
     candidates = [evidence_from_tags(str(v.version), v.tags) for v in versions]
     digest = candidates[0].data_digest
     settings = versions[0].tags.get("evaluation_digest", "")
@@ -200,6 +205,36 @@ def promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reeval
     client.set_tag(parent_run_id, "promotion.champion", decision.champion_after or "none")
     client.set_tag(parent_run_id, "promotion.result", json.dumps(decision.to_dict())[:7900])
     return decision
+
+
+def incomplete_note(parent_run_id: str, count: int) -> str:
+    return (f"ignored {count} version{'s' if count != 1 else ''} of run {parent_run_id}: registration incomplete "
+            f"(no completion mark {REGISTRATION_TAG}; the run was stopped while registering)")
+
+
+def incomplete_registrations(model_name: str, client=None) -> dict[str, list[str]]:
+    """Parent run id -> versions it registered, for every parent without the completion mark."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = client or MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name='{model_name}'")
+    except MlflowException:
+        return {}
+    by_parent: dict[str, list[str]] = {}
+    for v in versions:
+        if v.tags.get(PARENT_TAG):
+            by_parent.setdefault(v.tags[PARENT_TAG], []).append(str(v.version))
+    out = {}
+    for run_id, numbers in by_parent.items():
+        try:
+            complete = registration_complete(client.get_run(run_id))
+        except MlflowException:
+            complete = False
+        if not complete:
+            out[run_id] = sorted(numbers, key=int)
+    return out
 
 
 def _alias_version(client, model_name: str, alias: str) -> str | None:

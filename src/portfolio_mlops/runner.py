@@ -21,6 +21,7 @@ from portfolio_mlops.config import PortfolioConfig, RunConfig
 from portfolio_mlops.data.ingest import Panel, build_panel, load_panel, write_panel
 from portfolio_mlops.evaluation import Evaluation, evaluate
 from portfolio_mlops.features import FeatureSet, build_features, to_grid
+from portfolio_mlops.outputs import current_run_id, new_run_id
 from portfolio_mlops.progress import Progress, null_progress
 from portfolio_mlops.report import summary_table, write_outputs
 from portfolio_mlops.walk_forward import WalkForwardResult, walk_forward_predictions
@@ -51,6 +52,9 @@ def evaluate_and_report(panel: Panel, features: FeatureSet, results: dict[str, W
     evaluation = evaluate(features, grid, results, cfg, panel.benchmark,
                           (panel.manifest.get("benchmark") or {}).get("name"))
     summary = {
+        # The run these files belong to: the report folder is swapped in whole (outputs.py), and the
+        # MLflow runs carry the same id in their portfolio_mlops.invocation tag.
+        "run_id": current_run_id() or new_run_id(),
         **evaluation.summary,
         "data": panel.manifest,
         "config": cfg.model_dump(mode="json"),
@@ -142,7 +146,10 @@ def reevaluate_config(panel: Panel, config_json: str, settings_json: str | None 
 
 def track_and_promote(chain: ChainResult, cfg: RunConfig, output_dir: str | Path, promote_models: bool = True,
                       progress: Progress = null_progress):
-    """Log the chain to MLflow, register its versions and run promotion; record both in the output folder."""
+    """Log the chain to MLflow, register its versions and run promotion; record both in the output folder.
+
+    `output_dir` is the run's partial folder (session.py): the record joins summary.json before the
+    folder is swapped in, never after."""
     from portfolio_mlops import promotion, tracking
 
     with progress.phase("mlflow: log + register"):

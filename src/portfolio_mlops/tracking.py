@@ -1,9 +1,14 @@
 """Record a chain run in MLflow: one parent run, one child run per algorithm, then model versions.
 
 Order matters for faults: everything is logged first (params, metrics, metric history, artifacts,
-models); model versions are registered only after every run has finished successfully. A failure at
-any stage ends the open runs FAILED (when the server can still be told) and raises TrackingError
+models); model versions are registered only after every child run has finished successfully. A
+failure (or an interrupt: SIGINT/SIGTERM) at any stage ends the open runs FAILED (when the server can still be told) and raises TrackingError
 naming the stage and the tracking URI, so no model version ever points at a half-written run.
+
+Registration is all or nothing even when the process is killed: versions are registered while the
+parent run is still open, and the parent gets the completion mark (REGISTRATION_TAG) only after the
+last one. Promotion ignores versions whose parent has no mark; the janitor (fail_abandoned_runs, run
+by the next run) closes such a parent FAILED and deletes its versions.
 
 Tracking URI: MLFLOW_TRACKING_URI, or MLflow's embedded default (sqlite `mlflow.db` and `mlruns/` in
 the working directory). HTTP calls are retried by MLflow's client with exponential backoff; we cap
@@ -34,12 +39,25 @@ from portfolio_mlops import __version__, metrics
 from portfolio_mlops.config import RunConfig
 from portfolio_mlops.errors import TrackingError
 from portfolio_mlops.features import FeatureSet
+from portfolio_mlops.locks import pid_alive
 from portfolio_mlops.models import feature_weights
+from portfolio_mlops.outputs import RUN_ID_ENV
 
 PARENT_TAG = "portfolio_mlops.parent_run_id"
 HOST_TAG = "portfolio_mlops.host"
 PID_TAG = "portfolio_mlops.pid"
+INVOCATION_TAG = "portfolio_mlops.invocation"  # the CLI run id (outputs.RUN_ID_ENV) that summary.json names
+# Written on the parent run after its last model version is registered: only then are its versions
+# candidates for promotion (a run killed mid-registration has some versions and no mark).
+REGISTRATION_TAG = "portfolio_mlops.registration"
+REGISTERED_TAG = "portfolio_mlops.registered_versions"
+REGISTRATION_COMPLETE = "complete"
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+# MLflow 3's UI picks its view from this experiment tag; without it an experiment may open in the GenAI
+# (traces) view. Values in mlflow 3.x's UI: "custom_model_development" (runs, metrics, models) or
+# "genai_development".
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 @dataclass
@@ -57,9 +75,36 @@ def _configure_retries() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
+def default_tracking_uri() -> str:
+    """What mlflow.get_tracking_uri() answers, without importing mlflow: the env var, else the embedded store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def check_store(tracking_uri: str) -> None:
+    """Fail fast when an embedded sqlite store exists but is not an SQLite database (a junk or foreign
+    file): MLflow would otherwise answer with a long SQLAlchemy traceback on its first query."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if not path.is_absolute():  # sqlite:///mlflow.db is relative to the working directory
+        path = Path.cwd() / path
+    if not path.exists():
+        return  # MLflow creates it on first use
+    try:
+        with open(path, "rb") as stream:
+            magic = stream.read(16)
+    except OSError as exc:
+        raise TrackingError(f"MLflow store {path} cannot be read ({exc}); fix its permissions or set MLFLOW_TRACKING_URI") from exc
+    if path.is_dir() or (magic and magic != b"SQLite format 3\x00"):
+        raise TrackingError(f"MLflow store {path} is not an SQLite database; move it away (a new one is created) "
+                            "or point MLFLOW_TRACKING_URI at a tracking server")
+
+
 def check_server(tracking_uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, with a clear message, when an HTTP tracking server does not answer /health."""
+    """Fail fast, with a clear message, when an HTTP tracking server does not answer /health (or the
+    embedded store is not a database)."""
     if not tracking_uri.startswith(("http://", "https://")):
+        check_store(tracking_uri)
         return
     url = tracking_uri.rstrip("/") + "/health"
     try:
@@ -184,12 +229,15 @@ def _log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pa
     try:
         experiment = (mlflow.set_experiment(experiment_id=client.get_run(outer).info.experiment_id) if outer
                       else mlflow.set_experiment(cfg.tracking.experiment))
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         stage = "closing runs abandoned by earlier processes"
-        fail_abandoned_runs(client, experiment.experiment_id)
+        fail_abandoned_runs(client, experiment.experiment_id, cfg.tracking.registered_model)
         stage = "opening the parent run"
         tags = {
             HOST_TAG: socket.gethostname(),
             PID_TAG: str(os.getpid()),
+            **({INVOCATION_TAG: os.environ[RUN_ID_ENV]} if os.environ.get(RUN_ID_ENV) else {}),
             "code_version": code_version(),
             "data_digest": digest,
             "data_layout": manifest["layout"],
@@ -221,11 +269,18 @@ def _log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pa
                 stage = f"logging the {algorithm} child run"
                 tracked.child_run_ids[algorithm] = _log_child(mlflow, client, chain, features, cfg, algorithm, result,
                                                                out, tags, parent.info.run_id)
-        stage = "registering model versions"
-        tracked.model_versions = _register(client, chain, cfg, tracked, digest)
+            # Registered while the parent is still open, then marked complete: a kill in between
+            # leaves a RUNNING parent without the mark, which promotion ignores and the janitor closes.
+            stage = "registering model versions"
+            tracked.model_versions = _register(client, chain, cfg, tracked, digest)
+            client.set_tag(parent.info.run_id, REGISTERED_TAG, json.dumps(tracked.model_versions))
+            client.set_tag(parent.info.run_id, REGISTRATION_TAG, REGISTRATION_COMPLETE)
         return tracked
     except TrackingError:
         raise
+    except KeyboardInterrupt as exc:  # SIGINT / SIGTERM (interrupts.Interrupted): close what we opened
+        _mark_failed(client, uri, tracked, f"interrupted while {stage}")
+        raise exc
     except Exception as exc:  # anything from the server, the store or the network
         _mark_failed(client, uri, tracked, f"{stage}: {exc}")
         raise TrackingError(f"MLflow tracking at {uri} failed while {stage}: {type(exc).__name__}: "
@@ -237,11 +292,13 @@ def _first_line(exc: Exception) -> str:
     return text[0][:300] if text else ""
 
 
-def fail_abandoned_runs(client, experiment_id: str) -> list[str]:
+def fail_abandoned_runs(client, experiment_id: str, registered_model: str | None = None) -> list[str]:
     """End FAILED the RUNNING runs that a process on this host started and can no longer finish.
 
-    When the tracking server itself goes away mid-run, nobody can mark the run FAILED at that moment;
-    the next tracked run on the same host does it, with the reason in the `failure` tag.
+    When the tracking server itself goes away mid-run, or the process is killed (SIGKILL, a crash),
+    nobody can mark the run FAILED at that moment; the next tracked run on the same host does it,
+    with the reason in the `failure` tag. With `registered_model`, the versions a closed parent had
+    registered without the completion mark are deleted (half a registration is no registration).
     """
     host = socket.gethostname()
     runs = client.search_runs([experiment_id], f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'",
@@ -252,22 +309,77 @@ def fail_abandoned_runs(client, experiment_id: str) -> list[str]:
         if pid and _process_alive(pid):
             continue
         client.set_tag(run.info.run_id, "failure", f"abandoned: process {pid} on {host} ended before finishing this "
-                                                   "run (e.g. the tracking server or the artifact store went away)")
+                                                   "run (killed, or the tracking server or the artifact store went away)")
         client.set_terminated(run.info.run_id, "FAILED")
         closed.append(run.info.run_id)
+    if registered_model:
+        delete_incomplete_versions(client, registered_model, closed)
     return closed
+
+
+def registration_complete(run) -> bool:
+    """Whether a parent run carries the completion mark (every version it registered is there)."""
+    return run.data.tags.get(REGISTRATION_TAG) == REGISTRATION_COMPLETE
+
+
+def delete_incomplete_versions(client, registered_model: str, parent_run_ids: list[str]) -> list[str]:
+    """Delete the versions registered by these parent runs unless the run carries the completion mark."""
+    if not parent_run_ids:
+        return []
+    incomplete = {run_id for run_id in parent_run_ids if not registration_complete(client.get_run(run_id))}
+    deleted = []
+    try:
+        versions = client.search_model_versions(f"name='{registered_model}'")
+    except Exception:  # noqa: BLE001 - no such model yet
+        return []
+    for version in versions:
+        if version.tags.get(PARENT_TAG) in incomplete:
+            client.delete_model_version(registered_model, version.version)
+            deleted.append(str(version.version))
+    return deleted
+
+
+def close_invocation(invocation: str, reason: str,
+                     registered_model: str | None = None) -> tuple[list[str], list[str], list[str]]:
+    """After an interrupt: end FAILED (tag `failure` = reason) every RUNNING run of this CLI run id, and
+    delete the versions its parent runs registered without the completion mark. A registration that
+    was complete before the signal is a committed fact (promotion may already point an alias at it)
+    and is kept. Returns (closed runs, deleted versions, kept versions)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments(max_results=1000)]
+    if not experiments:
+        return [], [], []
+    runs = client.search_runs(experiments, f"tags.`{INVOCATION_TAG}` = '{invocation}'", max_results=1000)
+    closed = []
+    for run in runs:
+        if run.info.status == "RUNNING" or (run.info.status == "FAILED" and "failure" not in run.data.tags):
+            client.set_tag(run.info.run_id, "failure", reason[:5000])  # MLflow's context exit gave no reason
+            client.set_terminated(run.info.run_id, "FAILED")
+            closed.append(run.info.run_id)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    deleted = (delete_incomplete_versions(client, registered_model, [r.info.run_id for r in parents])
+               if registered_model else [])
+    kept = [str(v) for r in parents if registration_complete(r)
+            for v in json.loads(r.data.tags.get(REGISTERED_TAG) or "{}").values()]
+    return closed, deleted, kept
+
+
+def ensure_store() -> None:
+    """Create the embedded store's schema now (MLflow migrates a new sqlite database on first use).
+
+    Called under the store lock (locks.py), so two first runs in a fresh folder never migrate at once.
+    """
+    from mlflow import MlflowClient
+
+    MlflowClient().search_experiments(max_results=1)
 
 
 def _process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return False  # this process has no run open yet, so a RUNNING run with its pid is left over
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def _mark_failed(client, uri: str, tracked: TrackedRun | None, reason: str) -> None:
@@ -375,7 +487,7 @@ def _register(client, chain, cfg: RunConfig, tracked: TrackedRun, digest: str) -
     try:
         for algorithm, run_id in tracked.child_run_ids.items():
             versions[algorithm] = _register_one(client, chain, cfg, tracked, digest, algorithm, run_id)
-    except Exception:
+    except BaseException:  # errors and interrupts alike
         for version in versions.values():  # all or nothing: no version may outlive a failed registration
             try:
                 client.delete_model_version(cfg.tracking.registered_model, version)

@@ -36,6 +36,13 @@ SUPPORTED_LAYOUTS = """Supported layouts:
      date,ticker,close or adj_close [,open,high,low,volume], optionally benchmark.parquet (date,value).
 Any CSV may be gzipped (.csv.gz); extra columns are ignored; column names are matched case-insensitively."""
 
+# The same, on one line: what error messages end with (the CLI prints one line per error).
+SUPPORTED_LAYOUTS_LINE = (
+    "Supported layouts: sp500_stocks.csv (Date,Symbol,Adj Close,Close,High,Low,Open,Volume; optional sp500_index.csv); "
+    "all_stocks_5yr.csv or individual_stocks_5yr/<TICKER>_data.csv (date,open,high,low,close,volume,Name); "
+    "prices.parquet (date,ticker,close or adj_close); any CSV may be .csv.gz."
+)
+
 # Header signatures (lower-cased) -> layout name. Extra columns are tolerated.
 _KAGGLE_DAILY = {"date", "symbol", "adj close", "close", "high", "low", "open", "volume"}
 _KAGGLE_5YR = {"date", "open", "high", "low", "close", "volume", "name"}
@@ -65,7 +72,7 @@ def read_dataset(path: str | Path | None) -> RawDataset:
         return read_embedded()
     path = Path(path)
     if not path.exists():
-        raise DataLayoutError(f"{path}: no such file or folder.\n{SUPPORTED_LAYOUTS}")
+        raise DataLayoutError(f"{path}: no such file or folder.")
     if path.is_dir():
         return _read_folder(path)
     return _read_file(path)
@@ -90,7 +97,7 @@ def _read_folder(folder: Path) -> RawDataset:
     if per_ticker:
         return _read_kaggle_5yr(per_ticker)
     listing = ", ".join(sorted(p.name for p in folder.iterdir())[:12]) or "(empty)"
-    raise DataLayoutError(f"{folder}: no supported layout found (folder holds: {listing}).\n{SUPPORTED_LAYOUTS}")
+    raise DataLayoutError(f"{folder}: no supported layout found (folder holds: {listing}). {SUPPORTED_LAYOUTS_LINE}")
 
 
 def _read_file(path: Path) -> RawDataset:
@@ -98,25 +105,114 @@ def _read_file(path: Path) -> RawDataset:
     if name.endswith(".parquet"):
         return _read_canonical(path)
     if not (name.endswith(".csv") or name.endswith(".csv.gz")):
-        raise DataLayoutError(f"{path}: expected a .csv, .csv.gz or .parquet file.\n{SUPPORTED_LAYOUTS}")
+        raise DataLayoutError(f"{path}: expected a .csv, .csv.gz or .parquet file. {SUPPORTED_LAYOUTS_LINE}")
     header = {c.strip().lower() for c in _read_header(path)}
     if _KAGGLE_DAILY <= header:
         return _read_kaggle_daily(path)
     if _KAGGLE_5YR <= header:
         return _read_kaggle_5yr([path])
     closest = min((_KAGGLE_DAILY, _KAGGLE_5YR), key=lambda sig: len(sig - header))
+    layout = "sp500_stocks.csv (layout 1)" if closest is _KAGGLE_DAILY else "all_stocks_5yr.csv (layout 2)"
     raise DataLayoutError(
-        f"{path}: header {sorted(header)} matches no supported layout; "
-        f"closest is missing {sorted(closest - header)}.\n{SUPPORTED_LAYOUTS}"
+        f"{path}: header {sorted(header)} matches no supported layout; closest is missing "
+        f"{sorted(closest - header)} ({layout}){_column_hints(header, closest - header)}. {SUPPORTED_LAYOUTS_LINE}"
     )
 
 
+# Names people give the ticker and price columns, -> what each layout calls them.
+_SYNONYMS = {
+    "ticker": ("name", "symbol"), "symbol": ("name", "symbol"), "name": ("name", "symbol"),
+    "stock": ("name", "symbol"), "adjclose": ("adj close",), "adj_close": ("adj close",), "adjusted close": ("adj close",),
+    "day": ("date",), "timestamp": ("date",), "time": ("date",), "price": ("close",),
+}
+
+
+def _column_hints(header: set[str], missing: set[str]) -> str:
+    """` - did you mean ...?` for header names that are another layout's (or a common) name of a missing column."""
+    hints = []
+    for column in sorted(header):
+        for wanted in _SYNONYMS.get(column, ()):
+            if wanted in missing:
+                hints.append(f"did you mean {wanted!r} for column {column!r}? rename it")
+                break
+    return " - " + "; ".join(hints) if hints else ""
+
+
 def _read_header(path: Path) -> list[str]:
+    _check_text(path)
     try:
         reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16))
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataLayoutError(f"{path}: cannot read as CSV: {exc}") from exc
-    return list(reader.schema.names)
+        raise _unreadable(path, exc) from exc
+    names = list(reader.schema.names)
+    if len(names) == 1:
+        for delimiter, label, tr in ((";", "semicolons", "';'"), ("\t", "tabs", "'\\t'"), ("|", "pipes", "'|'")):
+            if delimiter in names[0]:
+                raise DataLayoutError(
+                    f"{path}: the header {names[0]!r} is separated by {label}, not commas; save the file as "
+                    f"comma-separated CSV (e.g. `tr {tr} ','` when no value contains a comma)")
+    return names
+
+
+def _open_bytes(path: Path):
+    import gzip
+
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _check_text(path: Path) -> None:
+    """Refuse binary content before a parser prints it: a CSV is text (NULs or many control bytes are not)."""
+    import gzip
+
+    try:
+        with _open_bytes(path) as stream:
+            head = stream.read(1 << 16)
+    except (gzip.BadGzipFile, EOFError, OSError) as exc:
+        raise DataLayoutError(f"{path}: not a readable gzip file ({exc}); expected a .csv.gz made by gzip") from exc
+    if not head:
+        raise DataLayoutError(f"{path}: the file is empty; expected a header line and data rows")
+    control = sum(1 for byte in head if byte < 32 and byte not in (9, 10, 13))
+    if b"\0" in head or control > len(head) // 100:
+        raise DataLayoutError(f"{path}: not a text CSV file (binary content in its first {len(head):,} bytes); "
+                              "expected comma-separated text with a header line")
+
+
+def _unreadable(path: Path, exc: Exception) -> DataValidationError:
+    """Name the first line that breaks the CSV (wrong field count, not UTF-8) instead of quoting raw bytes."""
+    import csv
+    import io
+
+    with _open_bytes(path) as stream:
+        raw_lines = stream.read().split(b"\n")
+    ends_with_newline = raw_lines[-1] == b""
+    if ends_with_newline:
+        raw_lines = raw_lines[:-1]
+    header = next(csv.reader([raw_lines[0].decode("latin-1").rstrip("\r")])) if raw_lines else []
+    for number, raw in enumerate(raw_lines[1:], start=1):
+        fields = next(csv.reader(io.StringIO(raw.decode("latin-1").rstrip("\r"))), [])
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            column = next((header[i] for i, f in enumerate(fields) if i < len(header)
+                           and not _is_utf8(f.encode("latin-1"))), "?")
+            return DataValidationError(
+                f"{path}: data row {number}, field {column!r}: not UTF-8 text (byte 0x{raw[bad.start]:02x}; the file "
+                "looks Latin-1/Windows-1252 encoded); re-save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`")
+        if raw.strip() and len(fields) != len(header):
+            cut = number == len(raw_lines) - 1 and not ends_with_newline
+            why = "; the file looks cut off mid-line (its last line has no line end)" if cut else ""
+            return DataValidationError(
+                f"{path}: data row {number}: expected {len(header)} fields ({','.join(header)}), got {len(fields)}{why}")
+    first = str(exc).splitlines()[0][:120].encode("ascii", "replace").decode()
+    return DataValidationError(f"{path}: cannot parse as CSV: {first}")
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _read_csv(path: Path, columns: dict[str, str], numeric: tuple[str, ...]) -> pd.DataFrame:
@@ -129,7 +225,8 @@ def _read_csv(path: Path, columns: dict[str, str], numeric: tuple[str, ...]) -> 
     by_lower = {h.strip().lower(): h for h in header}
     missing = [wanted for wanted in columns if wanted not in by_lower]
     if missing:
-        raise DataLayoutError(f"{path}: missing column(s) {missing}; found {header}.\n{SUPPORTED_LAYOUTS}")
+        hints = _column_hints(set(by_lower), set(missing))
+        raise DataLayoutError(f"{path}: missing column(s) {missing}; found {header}{hints}. {SUPPORTED_LAYOUTS_LINE}")
     actual = {by_lower[wanted]: canonical for wanted, canonical in columns.items()}
     types = {col: (pa.float64() if canonical in numeric else pa.string()) for col, canonical in actual.items()}
     convert = pacsv.ConvertOptions(
@@ -155,8 +252,8 @@ def _raise_bad_number(path: Path, actual: dict[str, str], numeric: tuple[str, ..
                 include_columns=list(actual), column_types={c: pa.string() for c in actual}, strings_can_be_null=True
             ),
         ).to_pandas()
-    except (pa.ArrowInvalid, UnicodeDecodeError) as text_exc:  # ragged rows, bad encoding: not a number problem
-        raise DataValidationError(f"{path}: cannot parse: {text_exc}") from exc
+    except (pa.ArrowInvalid, UnicodeDecodeError):  # ragged rows, bad encoding: not a number problem
+        raise _unreadable(path, exc) from exc
     for col, canonical in actual.items():
         if canonical not in numeric:
             continue
@@ -168,7 +265,7 @@ def _raise_bad_number(path: Path, actual: dict[str, str], numeric: tuple[str, ..
             raise DataValidationError(
                 f"{path}: data row {row + 1}, field {col!r}: expected a number, got {values.iloc[row]!r}"
             ) from exc
-    raise DataValidationError(f"{path}: cannot parse: {exc}") from exc
+    raise _unreadable(path, exc) from exc
 
 
 def _parse_dates(frame: pd.DataFrame, path: Path, column: str = "date") -> pd.Series:
@@ -265,7 +362,7 @@ def _read_canonical(path: Path) -> RawDataset:
         raise DataLayoutError(f"{path}: cannot read as Parquet: {exc}") from exc
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     if "date" not in frame or "ticker" not in frame or not ({"close", "adj_close"} & set(frame.columns)):
-        raise DataLayoutError(f"{path}: canonical Parquet needs date, ticker and close or adj_close; found {list(frame.columns)}.\n{SUPPORTED_LAYOUTS}")
+        raise DataLayoutError(f"{path}: canonical Parquet needs date, ticker and close or adj_close; found {list(frame.columns)}. {SUPPORTED_LAYOUTS_LINE}")
     adjusted = "adj_close" in frame
     manifest_path = path.parent / "manifest.json"
     if path.name == "prices.parquet" and manifest_path.is_file():  # our own ingest output knows its origin
