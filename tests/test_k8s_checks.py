@@ -236,7 +236,7 @@ def test_kind_sh_syntax_and_shellcheck():
 def test_kind_sh_help_lists_subcommands():
     out = subprocess.run(["bash", str(KIND_SH), "--help"], capture_output=True, text=True, check=False)
     assert out.returncode == 0
-    for sub in ("check", "up", "kfp-install", "submit", "down"):
+    for sub in ("check", "up", "kfp-install", "submit", "status", "delete-app", "versions", "down"):
         assert f"kind.sh {sub}" in out.stdout
     bad = subprocess.run(["bash", str(KIND_SH), "bogus"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "unknown subcommand" in bad.stderr
