@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from portfolio_mlops import metrics
 from portfolio_mlops.cli import main
 from portfolio_mlops.config import RunConfig, load_config
 from portfolio_mlops.data.ingest import build_panel
@@ -231,6 +232,21 @@ def test_config_prints_yaml_that_load_config_reads_back_to_the_defaults(tmp_path
     assert load_config(printed) == RunConfig()
 
 
+def test_weekly_preset_sets_a_five_day_label_and_weekly_rebalance_and_explicit_flags_win(capsys):
+    from portfolio_mlops.cli import _load_config, build_parser
+
+    assert main(["config", "--preset", "weekly"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["labels"]["horizon_days"] == 5
+    assert printed["walk_forward"]["rebalance_every_days"] == 5
+    assert printed["walk_forward"]["retrain_every_rebalances"] == 12
+    assert printed["portfolio"] == RunConfig().portfolio.model_dump(mode="json")  # costs are not hidden by it
+
+    args = build_parser().parse_args(["train", "--features", "f", "--output", "o", "--preset", "weekly", "--horizon", "10"])
+    cfg = _load_config(args)
+    assert (cfg.labels.horizon_days, cfg.walk_forward.rebalance_every_days) == (10, 5)
+
+
 def test_config_prints_the_effective_configuration_of_a_given_file(market, tmp_path, capsys):
     _, small = market
 
@@ -270,6 +286,26 @@ def test_run_summary_has_benchmarks_data_digest_and_config(run_summary, market):
     assert run_summary["data"]["content_digest"] == panel.manifest["content_digest"]
     assert run_summary["config"]["walk_forward"]["min_train_days"] == 150
     assert [m["algorithm"] for m in run_summary["config"]["models"]] == ["ridge"]
+
+
+def test_random_benchmark_is_one_seed_everywhere_summary_daily_returns_and_excess(run_summary, run_output):
+    random = run_summary["benchmarks"]["random_top_n"]
+    daily = pd.read_csv(run_output / "daily_returns_net.csv")
+
+    # the daily series written (and plotted) is the reported portfolio: same Sharpe, same CAGR (to the
+    # CSV's printed precision)
+    assert metrics.sharpe_ratio(daily["random_top_n"].to_numpy()) == pytest.approx(random["sharpe"], rel=1e-6)
+    assert metrics.cagr(daily["random_top_n"].to_numpy()) == pytest.approx(random["cagr"], rel=1e-6)
+    # ... it is the median seed of the distribution (3 seeds: the middle one exactly)
+    spread = random["distribution"]["sharpe"]
+    assert random["sharpe"] == pytest.approx(spread["p50"], rel=1e-12)
+    assert spread["p05"] <= spread["p50"] <= spread["p95"]
+    assert f"seed {random['median_seed']} of 3" in random["note"]
+    # ... and every excess vs random is measured against it
+    excess = run_summary["algorithms"]["ridge"]["excess"]["random_top_n"]
+    active = daily["ridge"].to_numpy() - daily["random_top_n"].to_numpy()
+    assert excess["ann_return"] == pytest.approx(active.mean() * 252, rel=1e-6)
+    assert run_summary["evaluation"]["risk_free"]["label"] == "rf = 0"
 
 
 def test_run_metrics_are_fractions_not_percentages(run_summary):

@@ -43,6 +43,8 @@ def test_no_signal_panel_shows_no_significant_ic_or_excess_return(seed):
     years = summary["evaluation"]["return_days"] / 252
     for name, algorithm in summary["algorithms"].items():
         assert abs(algorithm["signal"]["ic_tstat"]) < 3, name
+        assert abs(algorithm["signal"]["ic_hac_tstat"]) < 3, name  # the daily IC's power finds nothing either
+        assert algorithm["signal"]["ic_dates"] > 500, name
         assert abs(algorithm["signal"]["ic_mean"]) < 0.03, name
         assert abs(_excess_tstat(algorithm, years)) < 3, name
 
@@ -53,6 +55,8 @@ def test_planted_signal_is_found_by_the_linear_models():
     for name, algorithm in summary["algorithms"].items():
         assert algorithm["signal"]["ic_mean"] > 0.1, name
         assert algorithm["signal"]["ic_tstat"] > 4, name
+        # every day instead of one date a month: the same signal, a larger t
+        assert algorithm["signal"]["ic_hac_tstat"] > algorithm["signal"]["ic_tstat"], name
         assert algorithm["excess"]["equal_weight"]["ann_return"] > 0.05, name
 
 
@@ -76,4 +80,5 @@ def test_shuffled_labels_on_real_data_give_ic_near_zero():
     summary = _run(prices, shuffled, CFG.model_copy(update={"models": [ModelSpec(algorithm="ridge")]}))
     signal = summary["algorithms"]["ridge"]["signal"]
     assert abs(signal["ic_tstat"]) < 3
+    assert abs(signal["ic_hac_tstat"]) < 3
     assert abs(signal["ic_mean"]) < 0.05

@@ -97,3 +97,130 @@ def test_oos_r2_is_zero_for_a_zero_forecast_and_negative_for_noise():
     zero = metrics.signal_metrics(frame.assign(prediction=0.0), 21, 21, 5)
     assert zero["oos_r2"] == pytest.approx(0.0)
     assert metrics.signal_metrics(frame, 21, 21, 5)["oos_r2"] < 0
+
+
+# --- daily IC: Pearson, and the Newey-West (HAC) t of its mean ----------------------------------------
+
+def _autocorrelated_series(n=600, seed=3):
+    """An AR(1)-like series with a mean, like overlapping-label daily ICs (fixed seed: a fixed series)."""
+    rng = np.random.default_rng(seed)
+    shocks = rng.normal(0, 0.1, n)
+    x = np.empty(n)
+    x[0] = shocks[0]
+    for i in range(1, n):
+        x[i] = 0.9 * x[i - 1] + shocks[i]
+    return 0.02 + x
+
+
+@pytest.mark.parametrize("lags", [1, 5, 21])
+def test_hac_tstat_equals_statsmodels_newey_west_on_a_fixed_series(lags):
+    sm = pytest.importorskip("statsmodels.api", reason="statsmodels is in the dev extra")
+    series = _autocorrelated_series()
+    ours = metrics.hac_mean_stats(series, lags)
+
+    fit = sm.OLS(series, np.ones((len(series), 1))).fit(cov_type="HAC", cov_kwds={"maxlags": lags, "use_correction": False})
+
+    assert ours["tstat"] == pytest.approx(float(fit.tvalues[0]), rel=0, abs=1e-10)
+    assert ours["se"] == pytest.approx(float(fit.bse[0]), rel=0, abs=1e-10)
+    assert ours["min_detectable"] == pytest.approx(2 * float(fit.bse[0]), rel=0, abs=1e-10)
+
+
+def test_hac_sees_the_autocorrelation_the_iid_t_ignores():
+    series = _autocorrelated_series()
+    iid_t = series.mean() / (series.std(ddof=0) / np.sqrt(len(series)))
+    stats = metrics.hac_mean_stats(series, 21)
+    assert abs(stats["tstat"]) < abs(iid_t) / 2  # positive autocorrelation: far fewer independent dates
+    assert stats["effective_dates"] < len(series) / 4
+    assert metrics.hac_mean_stats(np.random.default_rng(0).normal(size=2000), 21)["effective_dates"] == pytest.approx(2000, rel=0.2)
+
+
+def test_pearson_ic_per_date_matches_numpy():
+    rng = np.random.default_rng(5)
+    dates = np.repeat(np.arange(4), 30)
+    prediction, realised = rng.normal(size=120), rng.normal(size=120)
+    ic = metrics.pearson_ic_by_date(dates, prediction, realised)
+    for day in range(4):
+        rows = dates == day
+        assert ic[day] == pytest.approx(np.corrcoef(prediction[rows], realised[rows])[0, 1], abs=1e-12)
+
+
+def test_daily_signal_metrics_report_power_figures_and_ignore_unknown_labels():
+    frame = _predictions(0.3, n_dates=200).assign(date_pos=lambda f: f["date"])
+    frame.loc[frame["date"] >= 190, "label"] = np.nan  # the latest days: labels not known yet
+    out = metrics.daily_signal_metrics(frame, horizon_days=5)
+    assert out["ic_dates"] == 190
+    assert out["ic_hac_lags"] == 5
+    assert out["rank_ic_mean"] > 0.2 and out["pearson_ic_mean"] > 0.2 and out["ic_hac_tstat"] > 10
+    assert out["min_detectable_ic"] < out["rank_ic_mean"]
+    assert 0 < out["effective_dates"] < 400
+
+
+# --- risk-free rate -------------------------------------------------------------------------------------
+
+def test_sharpe_over_a_risk_free_rate_equals_the_hand_computation():
+    returns = np.array([0.01, -0.005, 0.002, 0.004])
+    # excess over rf = 0.001/day: [0.009, -0.006, 0.001, 0.003], mean 0.00175,
+    # sample variance (0.00725^2 + 0.00775^2 + 0.00075^2 + 0.00125^2) / 3 = 3.825e-5
+    by_hand = 0.00175 / np.sqrt(3.825e-5) * np.sqrt(252)
+
+    assert metrics.sharpe_ratio(returns, 0.001) == pytest.approx(by_hand, rel=1e-12)
+    assert by_hand == pytest.approx(4.4918, abs=1e-4)
+    assert metrics.sharpe_ratio(returns, 0.001) < metrics.sharpe_ratio(returns)
+
+
+def test_sharpe_and_sortino_over_a_constant_rate_match_empyrical(returns):
+    rf = metrics.daily_risk_free(returns.index, annual=0.03)[0]
+
+    assert rf == pytest.approx(1.03 ** (1 / 252) - 1, rel=1e-12)
+    assert metrics.sharpe_ratio(returns.to_numpy(), rf) == pytest.approx(empyrical.sharpe_ratio(returns, risk_free=rf), rel=1e-10)
+    assert metrics.sortino_ratio(returns.to_numpy(), rf) == pytest.approx(
+        empyrical.sortino_ratio(returns, required_return=rf), rel=1e-10)
+    # the other figures are of the raw returns, whatever the rate
+    assert metrics.portfolio_metrics(returns.to_numpy(), rf)["cagr"] == metrics.portfolio_metrics(returns.to_numpy())["cagr"]
+
+
+def test_daily_risk_free_series_uses_the_last_rate_known_on_each_day():
+    days = pd.bdate_range("2020-01-01", periods=5)  # Wed 1 .. Tue 7 January
+    rates = pd.Series([0.02, 0.05], index=pd.to_datetime(["2019-12-31", "2020-01-06"]))
+
+    daily = metrics.daily_risk_free(days, rates=rates)
+
+    low, high = 1.02 ** (1 / 252) - 1, 1.05 ** (1 / 252) - 1
+    assert daily == pytest.approx([low, low, low, high, high], rel=1e-12)  # Monday 6th is the first day at 5%
+    with pytest.raises(ValueError, match="no rate dated on or before 2020-01-01"):
+        metrics.daily_risk_free(days, rates=rates[1:], source="rf.csv")
+
+
+def test_run_config_risk_free_rate_constant_or_csv_and_errors_name_the_file(tmp_path):
+    from portfolio_mlops.config import load_config
+    from portfolio_mlops.errors import ConfigError
+    from portfolio_mlops.evaluation import _risk_free
+
+    days = pd.bdate_range("2020-01-01", periods=4)
+    daily, info = _risk_free(load_config(overrides={"evaluation.risk_free_annual": 0.02}), days)
+    assert daily == pytest.approx([1.02 ** (1 / 252) - 1] * 4, rel=1e-12)
+    assert info["label"] == "rf = 2.00%/yr (constant)"
+    assert _risk_free(load_config(), days)[1]["label"] == "rf = 0"
+
+    good = tmp_path / "rf.csv"
+    good.write_text("date,rate\n2019-12-31,0.01\n2020-01-03,0.03\n", encoding="utf-8")
+    daily, info = _risk_free(load_config(overrides={"evaluation.risk_free_csv": str(good)}), days)
+    assert daily == pytest.approx([1.01 ** (1 / 252) - 1] * 2 + [1.03 ** (1 / 252) - 1] * 2, rel=1e-12)
+    assert "rf.csv" in info["label"]
+
+    percent = tmp_path / "percent.csv"
+    percent.write_text("date,rate\n2019-12-31,2.5\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"evaluation.risk_free_csv .*percent.csv: data row 1 .*0.02 = 2%"):
+        _risk_free(load_config(overrides={"evaluation.risk_free_csv": str(percent)}), days)
+    columns = tmp_path / "columns.csv"
+    columns.write_text("day,yield\n2019-12-31,0.02\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"columns.csv: needs columns date, rate"):
+        _risk_free(load_config(overrides={"evaluation.risk_free_csv": str(columns)}), days)
+
+
+def test_without_daily_scores_the_daily_figures_are_missing_not_zero():
+    """A training folder written before daily scores existed: the report shows n/a, not a fake 0."""
+    empty = pd.DataFrame({"date": [], "prediction": [], "label": []})
+    out = metrics.daily_signal_metrics(empty, horizon_days=21)
+    assert out["ic_dates"] == 0
+    assert all(np.isnan(out[key]) for key in ("rank_ic_mean", "ic_hac_tstat", "effective_dates", "min_detectable_ic"))

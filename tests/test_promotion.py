@@ -1,25 +1,27 @@
 """Promotion as a pure decision: gates, ranking, the margin over the champion, and the recorded reasons.
 
 Every test hands `decide` made-up evidence, so each rule is checked on numbers chosen to sit on
-either side of it. Defaults of `PromotionPolicy`: IC t-stat >= 2, net excess over equal weight > 0,
-rank by net Sharpe, margin 0.05.
+either side of it. Defaults of `PromotionPolicy`: HAC t of the daily rank IC >= 2, raised for the best
+of K candidates (Bonferroni), net excess over equal weight > 0, rank by net Sharpe, margin 0.05.
 """
 
 import pytest
 
 from portfolio_mlops.config import PromotionPolicy
 from portfolio_mlops.errors import PromotionError
-from portfolio_mlops.promotion import Evidence, decide
+from portfolio_mlops.promotion import Evidence, decide, evidence_from_tags
 
 POLICY = PromotionPolicy()
 NAN = float("nan")
 
 
 def evidence(version: str, net_sharpe: float = 1.0, *, icir: float = 0.5, ic_tstat: float = 3.0,
-             excess: float = 0.05, algorithm: str = "ridge") -> Evidence:
-    """A version that passes every default gate unless told otherwise."""
+             excess: float = 0.05, algorithm: str = "ridge", ic_hac_tstat: float | None = None) -> Evidence:
+    """A version that passes every default gate unless told otherwise (both IC statistics = ic_tstat
+    unless ic_hac_tstat is given)."""
     return Evidence(version=version, algorithm=algorithm, data_digest="sha256:same-data", net_sharpe=net_sharpe,
-                    icir=icir, ic_tstat=ic_tstat, excess_vs_equal_weight=excess)
+                    icir=icir, ic_tstat=ic_tstat, excess_vs_equal_weight=excess,
+                    ic_hac_tstat=ic_tstat if ic_hac_tstat is None else ic_hac_tstat)
 
 
 # --- no champion yet ------------------------------------------------------------------------------------
@@ -32,6 +34,7 @@ def test_an_eligible_candidate_becomes_champion_when_there_is_none():
     assert decision.champion_after == "1"
     assert decision.candidates["1"]["decision"] == "promoted"
     assert any("v1" in reason and "gate" in reason for reason in decision.reasons)
+    assert "IC HAC t 3.00 >= 2.00" in decision.reasons[0]  # the reason names the statistic it passed
 
 
 # --- gates ----------------------------------------------------------------------------------------------
@@ -41,7 +44,7 @@ def test_a_candidate_below_the_ic_tstat_gate_is_refused_with_the_gate_named():
 
     assert not decision.promoted
     assert decision.candidates["1"]["decision"] == "refused"
-    assert decision.candidates["1"]["reasons"] == ["IC t-stat 1.99 < 2.00"]
+    assert decision.candidates["1"]["reasons"] == ["IC HAC t 1.99 < 2.00"]
 
 
 @pytest.mark.parametrize("excess", [0.0, -0.03])
@@ -64,14 +67,14 @@ def test_when_every_candidate_fails_a_gate_nothing_is_promoted_and_the_reasons_n
     assert decision.champion_after == decision.champion_before == (champion.version if champion else None)
     [reason] = decision.reasons
     assert "no candidate passed the gates" in reason
-    assert "v1 (ridge): IC t-stat 0.50 < 2.00" in reason
+    assert "v1 (ridge): IC HAC t 0.50 < 2.28 (2.00 deflated for 2 candidates, Bonferroni)" in reason
     assert "v2 (lasso): net excess over equal weight -1.00% <= +0.00%" in reason
 
 
 def test_a_candidate_failing_both_gates_lists_both_failures():
     decision = decide([evidence("1", ic_tstat=-1.0, excess=-0.2)], None, POLICY)
 
-    assert decision.candidates["1"]["reasons"] == ["IC t-stat -1.00 < 2.00",
+    assert decision.candidates["1"]["reasons"] == ["IC HAC t -1.00 < 2.00",
                                                    "net excess over equal weight -20.00% <= +0.00%"]
 
 
@@ -224,7 +227,7 @@ def test_summary_line_says_the_champion_is_unchanged_and_why(champion, shown):
     line = decide([evidence("4", ic_tstat=0.0)], champion, POLICY).summary_line()
 
     assert line.startswith(f"promotion: champion unchanged {shown}")
-    assert "IC t-stat 0.00 < 2.00" in line
+    assert "IC HAC t 0.00 < 2.00" in line
 
 
 def test_the_decision_records_the_policy_it_applied():
@@ -233,3 +236,65 @@ def test_the_decision_records_the_policy_it_applied():
     decision = decide([evidence("1")], None, policy)
 
     assert decision.to_dict()["policy"] == policy.model_dump()
+
+
+# --- the gated statistic and the deflation for the best of K ----------------------------------------------
+
+def test_the_default_gate_judges_the_hac_t_of_the_daily_ic_not_the_monthly_t():
+    powered = evidence("1", ic_tstat=1.2, ic_hac_tstat=2.6)  # same signal, more dates: only the HAC t clears 2
+    weak = evidence("1", ic_tstat=2.6, ic_hac_tstat=1.2)
+
+    assert decide([powered], None, POLICY).promoted
+    assert decide([weak], None, POLICY).candidates["1"]["reasons"] == ["IC HAC t 1.20 < 2.00"]
+
+
+def test_the_non_overlapping_t_can_be_chosen_as_the_gated_statistic():
+    policy = PromotionPolicy(statistic="ic_tstat")
+
+    decision = decide([evidence("1", ic_tstat=1.2, ic_hac_tstat=2.6)], None, policy)
+
+    assert decision.candidates["1"]["reasons"] == ["IC t-stat 1.20 < 2.00"]
+
+
+@pytest.mark.parametrize("k, threshold", [(1, 2.0), (2, 2.2776), (4, 2.5310)])
+def test_the_threshold_rises_to_the_bonferroni_z_for_the_best_of_k_candidates(k, threshold):
+    # one-sided alpha = 1 - Phi(2) = 0.02275; the best of k passes only at Phi^-1(1 - alpha / k)
+    just_below = [evidence(str(i), ic_tstat=threshold - 0.001) for i in range(1, k + 1)]
+    just_above = [evidence(str(i), ic_tstat=threshold + 0.001) for i in range(1, k + 1)]
+
+    refused = decide(just_below, None, POLICY)
+    assert not refused.promoted
+    assert f"< {threshold:.2f}" in refused.candidates["1"]["reasons"][0]
+    assert ("Bonferroni" in refused.candidates["1"]["reasons"][0]) == (k > 1)
+    assert decide(just_above, None, POLICY).promoted
+
+
+def test_without_deflation_the_threshold_stays_for_any_number_of_candidates():
+    candidates = [evidence(str(i), ic_tstat=2.1) for i in range(1, 5)]
+
+    assert not decide(candidates, None, POLICY).promoted
+    assert decide(candidates, None, PromotionPolicy(deflation="none")).promoted
+
+
+def test_a_permissive_threshold_is_not_deflated_and_passes_every_candidate():
+    permissive = PromotionPolicy(min_ic_tstat=-1e9, min_excess_vs_equal_weight=-1e9)
+    candidates = [evidence(str(i), ic_tstat=-50.0, excess=-0.5) for i in range(1, 5)]
+
+    decision = decide(candidates, None, permissive)
+
+    assert decision.promoted
+    assert {v["decision"] for v in decision.candidates.values()} == {"promoted", "not promoted"}
+
+
+def test_a_version_registered_before_the_hac_t_falls_back_to_the_monthly_t_and_says_so():
+    old_tags = {"algorithm": "ridge", "data_digest": "sha256:d", "net_sharpe": "1.0", "icir": "0.5",
+                "ic_tstat": "1.5", "excess_vs_equal_weight": "0.05"}
+    new_tags = {**old_tags, "ic_hac_tstat": "2.5"}
+
+    old = evidence_from_tags("1", old_tags)
+    [reason] = decide([old], None, POLICY).candidates["1"]["reasons"]
+    assert reason.startswith("IC t-stat 1.50 < 2.00")
+    assert "registered before ic_hac_tstat" in reason
+    passing_old = evidence_from_tags("1", {**old_tags, "ic_tstat": "2.5"})
+    assert "IC t-stat 2.50 >= 2.00 (registered before ic_hac_tstat" in decide([passing_old], None, POLICY).reasons[0]
+    assert decide([evidence_from_tags("1", new_tags)], None, POLICY).promoted

@@ -19,13 +19,19 @@ pytestmark = [
 ]
 
 
-def test_ingest_reads_every_row_and_flags_the_unadjusted_splits():
+def test_ingest_reads_every_row_back_adjusts_the_split_and_flags_the_other_corporate_actions():
     panel, report = build_panel(REAL, load_config().validation)
     checks = {c.name: c for c in report.checks}
     assert report.rows_in == 619_040 and report.tickers_in == 505
     assert panel.manifest["start"] == "2013-02-08" and panel.manifest["end"] == "2018-02-07"
-    assert checks["extreme_moves"].count >= 5  # DISCA, DISCK, EBAY, NI ... unadjusted corporate actions
-    assert any("DISCA" in e for e in checks["extreme_moves"].examples)
+    assert checks["extreme_moves"].count >= 5  # DISCK, EBAY, LNT, NI ... unadjusted corporate actions
+    assert any("DISCK" in e for e in checks["extreme_moves"].examples)
+    # Discovery's class C share dividend (a 2:1 in effect, volume stepping up ~1.4x) is back-adjusted,
+    # so DISCA stays; the same-size earnings crashes (AMD, BIIB, CHK: 4-11x volume spikes) are not splits
+    events = {(e["ticker"], e["date"], e["ratio"]) for e in report.splits_adjusted}
+    assert ("DISCA", "2014-08-07", "2:1") in events
+    assert not {t for t, _, _ in events} & {"AMD", "BIIB", "CHK", "EBAY", "NI"}
+    assert "DISCA" not in report.dropped_tickers and "DISCK" in report.dropped_tickers
     assert panel.manifest["adjusted"] is False and panel.manifest["benchmark"] is None
 
 

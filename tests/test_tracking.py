@@ -182,7 +182,7 @@ def test_the_rank_ic_is_logged_as_history_with_one_point_per_decision_date_with_
 
     history = sorted(client.get_metric_history(signal_run.tracked.child_run_ids["ridge"], "ic"), key=lambda m: m.step)
 
-    assert len(history) == signal_run.summary_json()["algorithms"]["ridge"]["signal"]["ic_dates"]
+    assert len(history) == signal_run.summary_json()["algorithms"]["ridge"]["signal"]["rebalance_ic_dates"]
     assert [m.timestamp for m in history] == [pd.Timestamp(d).value // 1_000_000 for d in ic_by_date.index]
     assert [m.value for m in history] == pytest.approx(ic_by_date.to_list())
 
@@ -287,6 +287,7 @@ def test_each_registered_version_is_tagged_with_what_promotion_judges_it_by(sign
     assert tags["data_digest"] == signal_run.chain.summary["data"]["content_digest"]
     assert float(tags["net_sharpe"]) == block["portfolio"]["net"]["sharpe"]
     assert float(tags["ic_tstat"]) == block["signal"]["ic_tstat"]
+    assert float(tags["ic_hac_tstat"]) == block["signal"]["ic_hac_tstat"]  # the statistic promotion gates by default
     assert float(tags["excess_vs_equal_weight"]) == block["excess"]["equal_weight"]["ann_return"]
     assert RunConfig.model_validate_json(tags["config"]) == signal_run.cfg.with_algorithms([algorithm])
 
@@ -339,7 +340,7 @@ def test_a_chain_on_new_data_reevaluates_the_champion_there(signal_run, noise_ru
 
     prefix = f"reevaluated.{digest.removeprefix('sha256:')[:12]}."
     assert {k.removeprefix(prefix) for k in tags if k.startswith(prefix)} == {
-        "net_sharpe", "icir", "ic_tstat", "excess_vs_equal_weight"}
+        "net_sharpe", "icir", "ic_tstat", "ic_hac_tstat", "excess_vs_equal_weight"}
     assert "re-evaluated on the current data" in noise_run.decision.reasons[0]
 
 
@@ -348,7 +349,7 @@ def test_reevaluation_measures_the_champions_config_on_the_new_data(signal_run, 
     same_algorithm_trained_on_new_data = version_of(noise_run, champion.tags["algorithm"], client).tags
     prefix = f"reevaluated.{noise_run.chain.summary['data']['content_digest'][7:19]}."
 
-    for key in ("net_sharpe", "ic_tstat", "excess_vs_equal_weight"):
+    for key in ("net_sharpe", "ic_tstat", "ic_hac_tstat", "excess_vs_equal_weight"):
         assert float(champion.tags[prefix + key]) == pytest.approx(float(same_algorithm_trained_on_new_data[key])), key
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -212,6 +213,71 @@ def test_auto_limit_flags_a_halving_in_the_unadjusted_all_stocks_5yr_layout(writ
 
     assert count(report, "extreme_moves") == 1
     assert "AAL" in report.dropped_tickers
+
+
+# --- splits in unadjusted layouts ------------------------------------------------------------------------
+
+def five_yr_rows(ticker: str, closes: list[float], volumes: list[float]) -> list[str]:
+    days = pd.bdate_range("2013-02-08", periods=len(closes))
+    return [f"{d:%Y-%m-%d},{c},{c * 1.01:g},{c * 0.99:g},{c},{v:g},{ticker}" for d, c, v in zip(days, closes, volumes)]
+
+
+def wiggle(n: int, level: float, seed: int) -> list[float]:
+    """A quiet random walk (daily sd 1%) so that nothing but the planted events looks like a split."""
+    rng = np.random.default_rng(seed)
+    return list(level * np.exp(np.cumsum(rng.normal(0, 0.01, n))))
+
+
+def test_planted_splits_are_back_adjusted_and_a_crash_of_split_size_is_not(write_5yr):
+    n, cut = 80, 40
+    # SPLT2: a 2:1 split on day 40 - the price halves and the share volume doubles from then on.
+    c2 = wiggle(n, 100, 1)
+    closes2 = [c if i < cut else c / 2 for i, c in enumerate(c2)]
+    volumes2 = [1000 if i < cut else 2000 for i in range(n)]
+    # SPLT3: a 3:2 split on day 40 - price x 2/3, volume x 1.5.
+    c3 = wiggle(n, 60, 2)
+    closes3 = [c if i < cut else c * 2 / 3 for i, c in enumerate(c3)]
+    volumes3 = [500 if i < cut else 750 for i in range(n)]
+    # CRASH: halves on day 40 like a 2:1 split, but with the volume of a crash: 12x on the day, decaying.
+    c4 = wiggle(n, 80, 3)
+    closes4 = [c if i < cut else c / 2 for i, c in enumerate(c4)]
+    volumes4 = [300 if i < cut else 300 * (1 + 11 * 0.7 ** (i - cut)) for i in range(n)]
+    path = write_5yr([*five_yr_rows("SPLT2", closes2, volumes2), *five_yr_rows("SPLT3", closes3, volumes3),
+                      *five_yr_rows("CRASH", closes4, volumes4)])
+
+    clean, _, report = validate(path)
+
+    split_day = f"{pd.bdate_range('2013-02-08', periods=n)[cut]:%Y-%m-%d}"
+    assert [(e["ticker"], e["date"], e["ratio"]) for e in report.splits_adjusted] == [
+        ("SPLT2", split_day, "2:1"), ("SPLT3", split_day, "3:2")]
+    assert count(report, "splits_adjusted") == 2
+    for ticker, raw, factor, volume_before in (("SPLT2", c2, 2, 1000), ("SPLT3", c3, 1.5, 500)):
+        rows = clean[clean["ticker"] == ticker].reset_index(drop=True)
+        # before the split: prices / ratio, volume x ratio; from the split on: untouched raw values
+        assert rows["close"].iloc[:cut].to_numpy() == pytest.approx([c / factor for c in raw[:cut]], rel=1e-9)
+        assert rows["adj_close"].iloc[:cut].to_numpy() == pytest.approx([c / factor for c in raw[:cut]], rel=1e-9)
+        assert rows["high"].iloc[:cut].to_numpy() == pytest.approx([c * 1.01 / factor for c in raw[:cut]], rel=1e-5)
+        assert rows["volume"].iloc[:cut].tolist() == pytest.approx([volume_before * factor] * cut)
+        assert rows["close"].iloc[cut:].to_numpy() == pytest.approx(
+            [c / 2 if ticker == "SPLT2" else c * 2 / 3 for c in raw[cut:]], rel=1e-5)
+        # the adjusted series has no jump left, so the extreme-move check keeps the ticker
+        assert abs(math.log(rows["close"].iloc[cut] / rows["close"].iloc[cut - 1])) < 0.05
+    # the crash keeps the current policy: flagged as an extreme move, the ticker dropped
+    assert "CRASH" not in set(clean["ticker"])
+    assert "extreme one-day move" in report.dropped_tickers["CRASH"]
+    assert report.to_dict()["splits_adjusted"][0]["ratio"] == "2:1"
+
+
+def test_split_adjustment_leaves_layouts_with_adjusted_close_alone(write_daily):
+    days = pd.bdate_range("2020-01-01", periods=60)
+    lines = [f"{d:%Y-%m-%d},AAA,{c},{c},{c},{c},{c},{v}" for d, c, v in
+             zip(days, [100.0] * 30 + [50.0] * 30, [1000] * 30 + [2000] * 30)]
+    folder = write_daily([*lines, *[f"{d:%Y-%m-%d},BBB,10,10,10,10,10,100" for d in days]])
+
+    clean, _, report = validate(folder)
+
+    assert report.splits_adjusted == []
+    assert clean[clean["ticker"] == "AAA"]["close"].iloc[0] == 100.0
 
 
 def test_auto_limit_lets_a_real_halving_pass_in_a_layout_with_adjusted_close(write_daily):

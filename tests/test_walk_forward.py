@@ -112,3 +112,33 @@ def test_predictions_before_a_cutoff_do_not_depend_on_prices_after_it():
         assert len(upto_before) > 100
         pd.testing.assert_series_equal(upto_before["prediction"], upto_after["prediction"])
         assert not np.allclose(before.loc[before["date"] > cutoff, "prediction"], after.loc[after["date"] > cutoff, "prediction"])
+
+
+def test_every_out_of_sample_day_is_scored_and_rebalance_days_match_the_backtests_predictions(features):
+    result = walk_forward_predictions(features, ModelSpec(algorithm="ridge"), WALK, LABELS)
+    daily, rebalance = result.daily, result.predictions
+    first_decision = rebalance["date_pos"].min()
+    sample_days = np.unique(features.frame["date_pos"])
+    assert np.array_equal(np.unique(daily["date_pos"]), sample_days[sample_days >= first_decision])
+    assert not daily.duplicated(["date_pos", "ticker"]).any()
+    # on a rebalance day the model in force is the one the backtest used (refits every 2nd rebalance)
+    on_rebalance = rebalance.merge(daily, on=["date_pos", "ticker"], suffixes=("", "_daily"))
+    assert len(on_rebalance) == len(rebalance)
+    # same model, same rows; only the batch differs (last-bit BLAS rounding)
+    np.testing.assert_allclose(on_rebalance["prediction"], on_rebalance["prediction_daily"], rtol=1e-12, atol=1e-15)
+
+
+def test_daily_scores_at_or_before_a_day_do_not_depend_on_prices_after_it():
+    panel = random_walk_panel(n_tickers=25, n_days=650, seed=12)
+    cutoff = np.sort(panel["date"].unique())[565]  # between rebalances: scored by a model fitted earlier
+    changed = panel.copy()
+    later = changed["date"] > cutoff
+    changed.loc[later, ["adj_close", "close"]] *= np.random.default_rng(0).uniform(0.3, 3.0, later.sum())[:, None]
+    for spec in (ModelSpec(algorithm="ridge"), ModelSpec(algorithm="hgb", params={"max_iter": 10})):
+        before = walk_forward_predictions(build_features(panel, FeatureConfig(), LABELS), spec, WALK, LABELS).daily
+        after = walk_forward_predictions(build_features(changed, FeatureConfig(), LABELS), spec, WALK, LABELS).daily
+        upto_before = before[before["date"] <= cutoff].reset_index(drop=True)
+        upto_after = after[after["date"] <= cutoff].reset_index(drop=True)
+        assert upto_before["date"].nunique() > 50
+        pd.testing.assert_series_equal(upto_before["prediction"], upto_after["prediction"])
+        assert not np.allclose(before.loc[before["date"] > cutoff, "prediction"], after.loc[after["date"] > cutoff, "prediction"])

@@ -10,6 +10,7 @@ dividend yield, which is why the equal-weight universe is the primary yardstick.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ import pandas as pd
 from portfolio_mlops import metrics
 from portfolio_mlops.backtest import BacktestResult, equal_weight_book, index_returns, random_book, simulate, top_n_book
 from portfolio_mlops.config import RunConfig
+from portfolio_mlops.errors import ConfigError
 from portfolio_mlops.features import FeatureSet, Grid
 from portfolio_mlops.walk_forward import WalkForwardResult
 
@@ -27,15 +29,15 @@ PRIMARY_BENCHMARK = "equal_weight"
 @dataclass
 class Evaluation:
     summary: dict[str, Any]
-    backtests: dict[str, BacktestResult]  # algorithms and benchmarks (random: the per-day mean of seeds)
+    backtests: dict[str, BacktestResult]  # algorithms and benchmarks (random: the median seed by net Sharpe)
     net_returns: dict[str, np.ndarray]
     ic_by_date: dict[str, pd.Series] = field(default_factory=dict)
     holdings: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-def _portfolio_block(result: BacktestResult, bps: float) -> dict[str, Any]:
-    gross = metrics.portfolio_metrics(result.gross)
-    net = metrics.portfolio_metrics(result.net(bps))
+def _portfolio_block(result: BacktestResult, bps: float, rf: float | np.ndarray = 0.0) -> dict[str, Any]:
+    gross = metrics.portfolio_metrics(result.gross, rf)
+    net = metrics.portfolio_metrics(result.net(bps), rf)
     net["turnover"] = result.one_way_turnover
     net["cost_drag"] = gross["cagr"] - net["cagr"]
     gross["turnover"] = result.one_way_turnover
@@ -61,44 +63,56 @@ def evaluate(features: FeatureSet, grid: Grid, results: dict[str, WalkForwardRes
     net_returns: dict[str, np.ndarray] = {}
 
     backtests[PRIMARY_BENCHMARK] = run(PRIMARY_BENCHMARK, equal_weight_book(universe, grid.tickers))
+    return_days = backtests[PRIMARY_BENCHMARK].dates
+    rf, rf_info = _risk_free(cfg, return_days)
     factor_scores = {"momentum_12_1": ("raw_mom_12_1", True), "reversal_21": ("raw_ret_21", False)}
     for factor in cfg.benchmarks.factors:
         column, descending = factor_scores[factor]
         backtests[factor] = run(factor, top_n_book(universe, column, grid.tickers, cfg.portfolio, descending))
     for name, result in backtests.items():
-        block = _portfolio_block(result, bps)
+        block = _portfolio_block(result, bps, rf)
         benchmarks[name] = {**block["net"], "gross": block["gross"]}
         net_returns[name] = result.net(bps)
-    return_days = backtests[PRIMARY_BENCHMARK].dates
 
     random_sharpes: list[float] = []
     if cfg.benchmarks.random_seeds:
-        seeds = [run(f"random_{s}", random_book(universe, grid.tickers, cfg.portfolio, seed=cfg.seed * 10_000 + s))
-                 for s in range(cfg.benchmarks.random_seeds)]
+        seed_values = [cfg.seed * 10_000 + s for s in range(cfg.benchmarks.random_seeds)]
+        seeds = [run(f"random_{v}", random_book(universe, grid.tickers, cfg.portfolio, seed=v)) for v in seed_values]
         seed_net = [r.net(bps) for r in seeds]
-        per_seed = [metrics.portfolio_metrics(net) for net in seed_net]
-        per_seed_gross = [metrics.portfolio_metrics(r.gross) for r in seeds]
+        per_seed = [metrics.portfolio_metrics(net, rf) for net in seed_net]
         random_sharpes = [m["sharpe"] for m in per_seed]
+        # One definition everywhere: the random benchmark IS one top-N portfolio, the median seed (the
+        # seed whose net Sharpe is the median; the lower middle for an even count). Its metrics, its
+        # daily returns, the plot and every "excess vs random" use that same seed; the spread over
+        # seeds is reported beside it. (Averaging the seeds' daily returns would describe a
+        # ~seeds x top_n stock portfolio, far more diversified than anything a model holds.)
+        order = np.argsort(np.nan_to_num(random_sharpes, nan=-np.inf), kind="stable")
+        middle = int(order[(len(seeds) - 1) // 2])
+        chosen = _portfolio_block(seeds[middle], bps, rf)
 
-        def median(rows: list[dict[str, float]]) -> dict[str, float]:
-            return {key: float(np.median([m[key] for m in rows])) for key in rows[0]}
+        def spread(key: str) -> dict[str, float]:
+            values = [m[key] for m in per_seed]
+            return {q: float(np.percentile(values, p)) for q, p in (("p05", 5), ("p50", 50), ("p95", 95))}
 
         benchmarks["random_top_n"] = {
-            **median(per_seed),
-            "gross": median(per_seed_gross),
-            "turnover": float(np.median([r.one_way_turnover for r in seeds])),
+            **chosen["net"],
+            "gross": chosen["gross"],
             "seeds": len(seeds),
+            "median_seed": seed_values[middle],
+            "distribution": {"sharpe": spread("sharpe"), "cagr": spread("cagr")},
             "sharpe_p05": float(np.percentile(random_sharpes, 5)),
             "sharpe_p95": float(np.percentile(random_sharpes, 95)),
             "cagr_p05": float(np.percentile([m["cagr"] for m in per_seed], 5)),
             "cagr_p95": float(np.percentile([m["cagr"] for m in per_seed], 95)),
-            "note": "median over seeds of each metric; excess is measured against the seeds' mean daily return",
+            "note": f"one top-N portfolio: the median seed by net Sharpe (seed {seed_values[middle]} of {len(seeds)}); "
+                    "its metrics, daily returns, plot and every excess vs random; distribution = p05/p50/p95 over seeds",
         }
-        net_returns["random_top_n"] = np.mean(seed_net, axis=0)
+        backtests["random_top_n"] = seeds[middle]
+        net_returns["random_top_n"] = seed_net[middle]
 
     if benchmark_series is not None:
         index_daily = index_returns(benchmark_series, return_days)
-        benchmarks["index"] = {**metrics.portfolio_metrics(index_daily), "name": benchmark_name or "index",
+        benchmarks["index"] = {**metrics.portfolio_metrics(index_daily, rf), "name": benchmark_name or "index",
                                "note": "price index: no dividends and no costs"}
         net_returns["index"] = index_daily
 
@@ -117,13 +131,19 @@ def evaluate(features: FeatureSet, grid: Grid, results: dict[str, WalkForwardRes
         ic_by_date[name] = metrics.rank_ic_by_date(known["date"].to_numpy(), known["prediction"].to_numpy(), known["label"].to_numpy())
         holdings[name] = _holdings_table(book, grid, predictions, lag)
         sensitivity = {
-            f"{b:g}": {k: v for k, v in metrics.portfolio_metrics(backtest.net(b)).items() if k in ("cagr", "sharpe", "ann_return")}
+            f"{b:g}": {k: v for k, v in metrics.portfolio_metrics(backtest.net(b), rf).items() if k in ("cagr", "sharpe", "ann_return")}
             for b in cfg.portfolio.cost_sensitivity_bps
         }
-        net_sharpe = metrics.sharpe_ratio(net)
+        net_sharpe = metrics.sharpe_ratio(net, rf)
+        signal = metrics.signal_metrics(predictions, cfg.labels.horizon_days, every, cfg.portfolio.top_n)
+        # ic_mean / icir / ic_tstat stay on the rebalance dates (what the portfolio trades on); the
+        # daily-sampled figures (rank_*, pearson_*, ic_hac_tstat, ic_dates, effective_dates) add power.
+        signal["rebalance_ic_dates"] = signal.pop("ic_dates")
+        daily_scores = result.daily if result.daily is not None else predictions.iloc[:0]
+        signal.update(metrics.daily_signal_metrics(daily_scores, cfg.labels.horizon_days))
         algorithms[name] = {
-            "signal": metrics.signal_metrics(predictions, cfg.labels.horizon_days, every, cfg.portfolio.top_n),
-            "portfolio": _portfolio_block(backtest, bps),
+            "signal": signal,
+            "portfolio": _portfolio_block(backtest, bps, rf),
             "excess": {bench: metrics.excess_metrics(net, series) for bench, series in net_returns.items()
                        if bench not in results},
             "cost_sensitivity": sensitivity,
@@ -152,15 +172,64 @@ def evaluate(features: FeatureSet, grid: Grid, results: dict[str, WalkForwardRes
             "features": list(features.feature_names),
             "features_skipped": features.skipped,
             "primary_benchmark": PRIMARY_BENCHMARK,
+            "risk_free": rf_info,
+            **_power(algorithms),
             "caveats": [
                 "survivorship bias: the universe is a list of today's index members, which flatters every long-only "
                 "strategy, benchmarks included; prefer relative comparisons",
                 "the index benchmark is a price index without dividends; adjusted closes include dividends",
-                "metrics use 252 trading days a year and a zero risk-free rate",
+                f"metrics use 252 trading days a year; Sharpe and Sortino are of the excess over {rf_info['label']}",
             ],
         },
     }
     return Evaluation(summary, backtests, net_returns, ic_by_date, holdings)
+
+
+def _risk_free(cfg: RunConfig, days: pd.DatetimeIndex) -> tuple[np.ndarray, dict[str, Any]]:
+    """The daily risk-free rate of each return day (constant or from evaluation.risk_free_csv) and how
+    it is described in summary.json and the table footnote."""
+    ev = cfg.evaluation
+    if ev.risk_free_csv is None:
+        daily = metrics.daily_risk_free(days, annual=ev.risk_free_annual)
+        label = "rf = 0" if ev.risk_free_annual == 0 else f"rf = {ev.risk_free_annual:.2%}/yr (constant)"
+        return daily, {"annual": ev.risk_free_annual, "source": "constant", "label": label}
+    where = f"evaluation.risk_free_csv {ev.risk_free_csv}"
+    try:
+        table = pd.read_csv(ev.risk_free_csv)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot read: {exc}") from exc
+    if not {"date", "rate"} <= set(table.columns):
+        raise ConfigError(f"{where}: needs columns date, rate (annualised decimal); found {list(table.columns)}")
+    dates = pd.to_datetime(table["date"], errors="coerce")
+    rates = pd.to_numeric(table["rate"], errors="coerce")
+    bad = dates.isna() | rates.isna() | (rates.abs() > 1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ConfigError(f"{where}: data row {row + 1} has an unreadable date or a rate outside [-1, 1] "
+                          f"({table.iloc[row].to_dict()}); rates are annual decimals, 0.02 = 2%")
+    try:
+        daily = metrics.daily_risk_free(days, rates=pd.Series(rates.to_numpy(), index=dates), source=where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    mean_annual = float((1 + np.mean(daily)) ** metrics.TRADING_DAYS - 1)
+    return daily, {"annual": mean_annual, "source": str(ev.risk_free_csv),
+                   "label": f"rf = daily series from {Path(ev.risk_free_csv).name} (mean {mean_annual:.2%}/yr)"}
+
+
+def _power(algorithms: dict[str, Any]) -> dict[str, Any]:
+    """The smallest daily rank IC mean this run can call significant (t = 2, HAC), taken from the
+    algorithm with the most power (smallest value), with that algorithm's effective dates."""
+    by_algorithm = {n: a["signal"]["min_detectable_ic"] for n, a in algorithms.items()}
+    finite = {n: v for n, v in by_algorithm.items() if isinstance(v, float) and np.isfinite(v)}
+    best = min(finite, key=finite.get) if finite else None
+    return {
+        "min_detectable_ic": finite[best] if best else float("nan"),
+        "effective_dates": algorithms[best]["signal"]["effective_dates"] if best else float("nan"),
+        "ic_dates": algorithms[best]["signal"]["ic_dates"] if best else 0,
+        "min_detectable_ic_by_algorithm": by_algorithm,
+        "power_note": "min_detectable_ic = 2 x HAC standard error of the daily rank IC mean (lags = horizon): "
+                      "the mean IC that would give t = 2; effective_dates = ic_dates x iid variance / HAC variance",
+    }
 
 
 def _holdings_table(book, grid: Grid, predictions: pd.DataFrame, lag: int) -> pd.DataFrame:

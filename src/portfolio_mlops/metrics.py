@@ -13,6 +13,16 @@ Conventions (stated once, used everywhere):
   ICIR = mean / std of the per-date ICs (per rebalance, not annualised). The t-stat uses
   non-overlapping dates only (every ceil(horizon / rebalance_every)-th date), because overlapping
   labels inflate it.
+- Daily IC (the powered statistic): every trading day of the out-of-sample period is scored with the
+  model in force that day (walk_forward.daily_scores), and the per-day Spearman (rank) and Pearson ICs
+  are computed on the days whose labels are known. Neighbouring days' labels overlap by horizon - 1
+  days, so the mean's t-stat is Newey-West (HAC, Bartlett kernel) with lags >= the horizon:
+  t = mean / sqrt(S / n), S = gamma_0 + 2 * sum_{l=1..L} (1 - l / (L + 1)) * gamma_l, gamma_l the
+  autocovariance (divided by n, not n - l); this equals statsmodels' OLS on a constant with
+  cov_type="HAC", maxlags=L, use_correction=False.
+  effective_dates = n * var_iid / S (var_iid = gamma_0): how many independent dates the series is
+  worth; min_detectable_ic = 2 * sqrt(S / n), the mean IC that would give t = 2 at this run's
+  dispersion and autocorrelation.
 """
 
 from __future__ import annotations
@@ -42,6 +52,87 @@ def rank_ic_by_date(dates: np.ndarray | pd.Series, prediction: np.ndarray, reali
         ic = cov / np.sqrt(var_x * var_y)
     ic[(n < 3) | (var_x <= 1e-12) | (var_y <= 1e-12)] = np.nan
     return ic.rename("rank_ic")
+
+
+def pearson_ic_by_date(dates: np.ndarray | pd.Series, prediction: np.ndarray, realised: np.ndarray) -> pd.Series:
+    """Pearson IC per date; NaN where a date has < 3 names or no spread."""
+    frame = pd.DataFrame({"date": np.asarray(dates), "x": np.asarray(prediction, float), "y": np.asarray(realised, float)})
+    frame = frame[np.isfinite(frame["x"]) & np.isfinite(frame["y"])]
+    frame = frame.assign(xy=frame["x"] * frame["y"], xx=frame["x"] ** 2, yy=frame["y"] ** 2)
+    sums = frame.groupby("date", sort=True)[["x", "y", "xy", "xx", "yy"]].sum()
+    n = frame.groupby("date", sort=True).size().astype(float)
+    cov = sums["xy"] - sums["x"] * sums["y"] / n
+    var_x = sums["xx"] - sums["x"] ** 2 / n
+    var_y = sums["yy"] - sums["y"] ** 2 / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ic = cov / np.sqrt(var_x * var_y)
+    scale_x = (sums["xx"] / n).clip(lower=1e-300)
+    scale_y = (sums["yy"] / n).clip(lower=1e-300)
+    ic[(n < 3) | (var_x <= 1e-12 * scale_x * n) | (var_y <= 1e-12 * scale_y * n)] = np.nan
+    return ic.rename("pearson_ic")
+
+
+def hac_long_run_variance(values: np.ndarray, lags: int) -> float:
+    """Newey-West long-run variance of a series (Bartlett weights, autocovariances divided by n)."""
+    x = np.asarray(values, float)
+    n = len(x)
+    if n < 2:
+        return float("nan")
+    e = x - x.mean()
+    s = float(e @ e) / n
+    for lag in range(1, min(lags, n - 1) + 1):
+        s += 2.0 * (1.0 - lag / (lags + 1.0)) * float(e[lag:] @ e[:-lag]) / n
+    return s
+
+
+def hac_mean_stats(values: np.ndarray, lags: int) -> dict[str, float]:
+    """Mean, HAC t-stat, effective sample size and the mean detectable at t = 2 (see module docstring)."""
+    x = np.asarray(values, float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    nan = float("nan")
+    if n < 3:
+        return {"mean": nan, "tstat": nan, "se": nan, "dates": n, "effective_dates": nan, "min_detectable": nan}
+    long_run = hac_long_run_variance(x, lags)
+    gamma0 = float(np.mean((x - x.mean()) ** 2))
+    if not long_run > 0:
+        return {"mean": float(x.mean()), "tstat": nan, "se": nan, "dates": n, "effective_dates": nan, "min_detectable": nan}
+    se = math.sqrt(long_run / n)
+    return {"mean": float(x.mean()), "tstat": float(x.mean() / se), "se": se, "dates": n,
+            "effective_dates": float(n * gamma0 / long_run), "min_detectable": 2.0 * se}
+
+
+def daily_signal_metrics(daily: pd.DataFrame, horizon_days: int) -> dict[str, float]:
+    """Daily-sampled IC statistics (Qlib's IC / ICIR / Rank IC / Rank ICIR, plus the HAC t of rank IC).
+
+    `daily` has date, prediction and label for every out-of-sample trading day; rows with unknown labels
+    are ignored. HAC lags = horizon_days (the label overlap of neighbouring days is horizon - 1).
+    """
+    nan = float("nan")
+    known = daily[np.isfinite(daily["label"])] if len(daily) else daily
+    if not len(known):
+        return {"rank_ic_mean": nan, "rank_icir": nan, "pearson_ic_mean": nan, "pearson_icir": nan,
+                "ic_hac_tstat": nan, "ic_hac_lags": int(horizon_days), "ic_dates": 0, "effective_dates": nan,
+                "min_detectable_ic": nan}
+    rank = rank_ic_by_date(known["date"].to_numpy(), known["prediction"].to_numpy(), known["label"].to_numpy()).dropna()
+    pearson = pearson_ic_by_date(known["date"].to_numpy(), known["prediction"].to_numpy(), known["label"].to_numpy()).dropna()
+
+    def ir(series: pd.Series) -> float:
+        std = float(series.std(ddof=1)) if len(series) > 1 else nan
+        return float(series.mean() / std) if std and np.isfinite(std) and std > 0 else nan
+
+    hac = hac_mean_stats(rank.to_numpy(), max(1, int(horizon_days)))
+    return {
+        "rank_ic_mean": float(rank.mean()) if len(rank) else nan,
+        "rank_icir": ir(rank),
+        "pearson_ic_mean": float(pearson.mean()) if len(pearson) else nan,
+        "pearson_icir": ir(pearson),
+        "ic_hac_tstat": hac["tstat"],
+        "ic_hac_lags": max(1, int(horizon_days)),
+        "ic_dates": int(hac["dates"]),
+        "effective_dates": hac["effective_dates"],
+        "min_detectable_ic": hac["min_detectable"],
+    }
 
 
 def signal_metrics(predictions: pd.DataFrame, horizon_days: int, rebalance_every_days: int, top_n: int) -> dict[str, float]:
@@ -115,14 +206,17 @@ def annual_volatility(returns: np.ndarray) -> float:
     return float(np.std(r, ddof=1) * math.sqrt(TRADING_DAYS)) if len(r) > 1 else float("nan")
 
 
-def sharpe_ratio(returns: np.ndarray) -> float:
-    r = np.asarray(returns, float)
+def sharpe_ratio(returns: np.ndarray, risk_free: float | np.ndarray = 0.0) -> float:
+    """Annualised Sharpe of the daily excess over the risk-free rate (risk_free: a daily rate, scalar
+    or one per day)."""
+    r = np.asarray(returns, float) - np.asarray(risk_free, float)
     std = np.std(r, ddof=1) if len(r) > 1 else float("nan")
     return float(np.mean(r) / std * math.sqrt(TRADING_DAYS)) if std and np.isfinite(std) and std > 0 else float("nan")
 
 
-def sortino_ratio(returns: np.ndarray) -> float:
-    r = np.asarray(returns, float)
+def sortino_ratio(returns: np.ndarray, risk_free: float | np.ndarray = 0.0) -> float:
+    """Annualised Sortino of the daily excess over the risk-free rate (downside = days below rf)."""
+    r = np.asarray(returns, float) - np.asarray(risk_free, float)
     downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2))) * math.sqrt(TRADING_DAYS) if len(r) else float("nan")
     return float(np.mean(r) * TRADING_DAYS / downside) if downside and downside > 0 else float("nan")
 
@@ -148,15 +242,16 @@ def calmar_ratio(returns: np.ndarray) -> float:
     return float(cagr(returns) / abs(mdd)) if mdd < 0 else float("nan")
 
 
-def portfolio_metrics(returns: np.ndarray) -> dict[str, float]:
-    """The portfolio metric set for one daily return series (gross or net)."""
+def portfolio_metrics(returns: np.ndarray, risk_free: float | np.ndarray = 0.0) -> dict[str, float]:
+    """The portfolio metric set for one daily return series (gross or net); Sharpe and Sortino are of
+    the excess over `risk_free` (a daily rate, scalar or one per day), the rest of the raw returns."""
     r = np.asarray(returns, float)
     return {
         "cagr": cagr(r),
         "ann_return": float(np.mean(r) * TRADING_DAYS),
         "ann_vol": annual_volatility(r),
-        "sharpe": sharpe_ratio(r),
-        "sortino": sortino_ratio(r),
+        "sharpe": sharpe_ratio(r, risk_free),
+        "sortino": sortino_ratio(r, risk_free),
         "max_drawdown": max_drawdown(r),
         "calmar": calmar_ratio(r),
         "days": int(len(r)),
@@ -164,11 +259,29 @@ def portfolio_metrics(returns: np.ndarray) -> dict[str, float]:
 
 
 def excess_metrics(returns: np.ndarray, benchmark_returns: np.ndarray) -> dict[str, float]:
+    """Active-return statistics; max_drawdown is that of the compounded active-return curve (Qlib's
+    excess-return drawdown)."""
     active = np.asarray(returns, float) - np.asarray(benchmark_returns, float)
     std = np.std(active, ddof=1) if len(active) > 1 else float("nan")
     return {
+        "max_drawdown": max_drawdown(active),
         "ann_return": float(np.mean(active) * TRADING_DAYS),
         "information_ratio": float(np.mean(active) / std * math.sqrt(TRADING_DAYS)) if std and std > 0 else float("nan"),
         "tracking_error": float(std * math.sqrt(TRADING_DAYS)) if np.isfinite(std) else float("nan"),
         "cagr_difference": cagr(returns) - cagr(benchmark_returns),
     }
+
+
+def daily_risk_free(days: pd.DatetimeIndex, annual: float = 0.0, rates: pd.Series | None = None,
+                    source: str = "risk-free rates") -> np.ndarray:
+    """The daily risk-free rate for each return day: a constant annual rate, or a series of annualised
+    rates (indexed by date) taken as of each day (the last rate dated on or before it; no lookahead).
+    Annual rates convert to daily by compounding: (1 + a) ** (1 / 252) - 1."""
+    if rates is None:
+        return np.full(len(days), (1.0 + annual) ** (1.0 / TRADING_DAYS) - 1.0)
+    rates = rates.sort_index()
+    known = rates.reindex(pd.DatetimeIndex(days), method="ffill")
+    if known.isna().any():
+        first = pd.DatetimeIndex(days)[np.asarray(known.isna())][0]
+        raise ValueError(f"{source}: no rate dated on or before {first:%Y-%m-%d} (first rate {rates.index[0]:%Y-%m-%d})")
+    return (1.0 + known.to_numpy(float)) ** (1.0 / TRADING_DAYS) - 1.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from statistics import NormalDist
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -36,6 +37,9 @@ class Evidence:
     icir: float
     ic_tstat: float
     excess_vs_equal_weight: float
+    # Newey-West t of the daily rank IC; NaN for versions registered before it was recorded (legacy).
+    ic_hac_tstat: float = float("nan")
+    legacy: bool = False  # no ic_hac_tstat tag: the gate falls back to ic_tstat and says so
 
     def score(self, rank_by: str) -> float:
         value = getattr(self, rank_by)
@@ -65,16 +69,49 @@ class Decision:
         return f"promotion: {verdict}: " + "; ".join(self.reasons)
 
 
-def gate_failures(candidate: Evidence, policy: PromotionPolicy) -> list[str]:
+STATISTIC_NAMES = {"ic_hac_tstat": "IC HAC t", "ic_tstat": "IC t-stat"}
+
+
+def ic_threshold(policy: PromotionPolicy, candidates: int) -> tuple[float, str]:
+    """The gate's threshold for the best of `candidates`, and how it was derived (for the reason text).
+
+    Bonferroni: a positive threshold z is a one-sided level alpha = 1 - Phi(z); picking the best of K
+    candidates tests K hypotheses, so the threshold becomes Phi^-1(1 - alpha / K). Thresholds <= 0
+    (permissive policies) are not a significance level and stay as given.
+    """
+    z = policy.min_ic_tstat
+    if policy.deflation == "none" or candidates <= 1 or not (z > 0) or not math.isfinite(z):
+        return z, ""
+    normal = NormalDist()
+    alpha = 1.0 - normal.cdf(z)
+    deflated = normal.inv_cdf(1.0 - alpha / candidates) if alpha > 0 else z
+    return deflated, f" ({z:.2f} deflated for {candidates} candidates, Bonferroni)"
+
+
+def gate_failures(candidate: Evidence, policy: PromotionPolicy, candidates: int = 1) -> list[str]:
     failures = []
     if not math.isfinite(getattr(candidate, policy.rank_by)):
         failures.append(f"{policy.rank_by.replace('_', ' ')} is not a number")
-    if not (candidate.ic_tstat >= policy.min_ic_tstat):
-        failures.append(f"IC t-stat {candidate.ic_tstat:.2f} < {policy.min_ic_tstat:.2f}")
+    statistic = policy.statistic
+    note = ""
+    if statistic == "ic_hac_tstat" and candidate.legacy:
+        statistic, note = "ic_tstat", " (registered before ic_hac_tstat was recorded: non-overlapping IC t used)"
+    value = getattr(candidate, statistic)
+    threshold, how = ic_threshold(policy, candidates)
+    if not (value >= threshold):
+        failures.append(f"{STATISTIC_NAMES[statistic]} {value:.2f} < {threshold:.2f}{how}{note}")
     if not (candidate.excess_vs_equal_weight > policy.min_excess_vs_equal_weight):
         failures.append(f"net excess over equal weight {candidate.excess_vs_equal_weight:+.2%} <= "
                         f"{policy.min_excess_vs_equal_weight:+.2%}")
     return failures
+
+
+def ic_gate_text(candidate: Evidence, policy: PromotionPolicy, candidates: int) -> str:
+    """How a passing candidate cleared the signal gate, e.g. 'IC HAC t 3.24 >= 2.53 (2.00 deflated ...)'."""
+    statistic = "ic_tstat" if policy.statistic == "ic_hac_tstat" and candidate.legacy else policy.statistic
+    threshold, how = ic_threshold(policy, candidates)
+    note = " (registered before ic_hac_tstat was recorded)" if statistic != policy.statistic else ""
+    return f"{STATISTIC_NAMES[statistic]} {getattr(candidate, statistic):.2f} >= {threshold:.2f}{how}{note}"
 
 
 def decide(candidates: list[Evidence], champion: Evidence | None, policy: PromotionPolicy) -> Decision:
@@ -85,7 +122,7 @@ def decide(candidates: list[Evidence], champion: Evidence | None, policy: Promot
     ranked = sorted(candidates, key=lambda c: (-c.score(policy.rank_by), int(c.version)))
     verdicts: dict[str, dict[str, Any]] = {}
     for candidate in ranked:
-        failures = gate_failures(candidate, policy)
+        failures = gate_failures(candidate, policy, len(candidates))
         verdicts[candidate.version] = {"algorithm": candidate.algorithm,
                                        "decision": "refused" if failures else "eligible", "reasons": failures}
     eligible = [c for c in ranked if not verdicts[c.version]["reasons"]]
@@ -99,13 +136,14 @@ def decide(candidates: list[Evidence], champion: Evidence | None, policy: Promot
         best_text = f"{best.label()} {rank_name} {best.score(policy.rank_by):.3f}"
         if champion is None:
             promoted, after = True, best.version
-            reasons = [f"no {CHAMPION} yet; {best_text} passes every gate"]
+            reasons = [f"no {CHAMPION} yet; {best_text} passes every gate: {ic_gate_text(best, policy, len(candidates))}"]
         elif champion.version == best.version:
             reasons = [f"{best.label()} is already {CHAMPION}"]
         elif best.score(policy.rank_by) >= champion.score(policy.rank_by) + policy.margin:
             promoted, after = True, best.version
             reasons = [f"{best_text} beats {CHAMPION} {champion.label()} "
-                       f"({champion.score(policy.rank_by):.3f} on the same data) by >= {policy.margin:g}"]
+                       f"({champion.score(policy.rank_by):.3f} on the same data) by >= {policy.margin:g}; "
+                       f"{ic_gate_text(best, policy, len(candidates))}"]
         else:
             reasons = [f"{best_text} does not beat {CHAMPION} {champion.label()} "
                        f"({champion.score(policy.rank_by):.3f} on the same data) by the margin {policy.margin:g}"]
@@ -130,7 +168,8 @@ def evidence_from_tags(version: str, tags: dict[str, str]) -> Evidence:
             return float("nan")
 
     return Evidence(version, tags.get("algorithm", "?"), tags.get("data_digest", ""), number("net_sharpe"),
-                    number("icir"), number("ic_tstat"), number("excess_vs_equal_weight"))
+                    number("icir"), number("ic_tstat"), number("excess_vs_equal_weight"),
+                    number("ic_hac_tstat"), "ic_hac_tstat" not in tags)
 
 
 # (champion's config JSON, the candidates' config JSON) -> the champion's metrics on the current data,
@@ -178,7 +217,8 @@ def promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reeval
                                      f"({champion.data_digest[:19]}...); re-evaluation on the current data is needed")
             measured = reevaluate(champion_version.tags["config"], versions[0].tags["config"])
             champion = Evidence(current_champion, champion.algorithm, digest, measured["net_sharpe"],
-                                measured["icir"], measured["ic_tstat"], measured["excess_vs_equal_weight"])
+                                measured["icir"], measured["ic_tstat"], measured["excess_vs_equal_weight"],
+                                measured.get("ic_hac_tstat", float("nan")), "ic_hac_tstat" not in measured)
             notes.append(f"{CHAMPION} {champion.label()} re-evaluated on the current data and settings: "
                          f"{policy.rank_by.replace('_', ' ')} {champion.score(policy.rank_by):.3f}")
             for key, value in measured.items():
@@ -265,7 +305,8 @@ def list_versions(model_name: str, client=None) -> list[dict[str, Any]]:
         rows.append({
             "version": int(v.version), "aliases": sorted(aliases.get(str(v.version), [])),
             "algorithm": tags.get("algorithm", "?"), "net_sharpe": tags.get("net_sharpe"),
-            "ic_tstat": tags.get("ic_tstat"), "excess_vs_equal_weight": tags.get("excess_vs_equal_weight"),
+            "ic_tstat": tags.get("ic_tstat"), "ic_hac_tstat": tags.get("ic_hac_tstat"),
+            "excess_vs_equal_weight": tags.get("excess_vs_equal_weight"),
             "data_digest": tags.get("data_digest", ""), "decision": tags.get("promotion.decision", "-"),
             "reasons": tags.get("promotion.reasons", ""), "run_id": v.run_id,
         })

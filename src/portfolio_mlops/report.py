@@ -128,7 +128,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         f"Out-of-sample {ev['first_return_day']} .. {ev['last_return_day']} ({ev['return_days']} days, "
         f"{ev['decision_dates']} rebalances, ~{ev['universe_mean_size']:.0f} names, {ev['costs_bps_per_side']:g} bps/side)",
         f"{'strategy':<16}{'CAGR':>9}{'gross':>9}{'vol':>9}{'Sharpe':>8}{'MDD':>9}{'turn':>7}"
-        f"{'IC':>8}{'IC t':>7}{'OOS R2':>9}{'xs vs EW':>10}{'IR EW':>7}",
+        f"{'IC':>8}{'IC t':>7}{'HAC t':>7}{'OOS R2':>9}{'xs vs EW':>10}{'IR EW':>7}",
     ]
     for name, a in summary["algorithms"].items():
         net, gross, sig = a["portfolio"]["net"], a["portfolio"]["gross"], a["signal"]
@@ -136,7 +136,8 @@ def summary_table(summary: dict[str, Any]) -> str:
         lines.append(
             f"{name:<16}{_pct(net['cagr']):>9}{_pct(gross['cagr']):>9}{_pct(net['ann_vol']):>9}{_num(net['sharpe']):>8}"
             f"{_pct(net['max_drawdown']):>9}{_pct(net['turnover']):>7}{_num(sig['ic_mean'], 7, 3):>8}"
-            f"{_num(sig['ic_tstat'], 6, 2):>7}{_pct(sig['oos_r2']):>9}{_pct(ew.get('ann_return')):>10}"
+            f"{_num(sig['ic_tstat'], 6, 2):>7}{_num(sig.get('ic_hac_tstat'), 6, 2):>7}"
+            f"{_pct(sig['oos_r2']):>9}{_pct(ew.get('ann_return')):>10}"
             f"{_num(ew.get('information_ratio')):>7}"
         )
     for name, b in summary["benchmarks"].items():
@@ -146,6 +147,17 @@ def summary_table(summary: dict[str, Any]) -> str:
             f"{_pct(b['max_drawdown']):>9}{_pct(b.get('turnover', float('nan'))):>7}"
         )
     lines.append("CAGR compounded, net of costs; 'xs vs EW' = annualised mean daily excess over the equal-weight universe.")
+    lines.append(f"Sharpe and Sortino over {ev.get('risk_free', {}).get('label', 'rf = 0')}.")
+    random = summary["benchmarks"].get("random_top_n")
+    if random and "median_seed" in random:
+        spread = random["distribution"]["sharpe"]
+        lines.append(f"random_top_n = the median seed by net Sharpe (seed {random['median_seed']} of {random['seeds']}; "
+                     f"Sharpe p05/p50/p95 {spread['p05']:.2f}/{spread['p50']:.2f}/{spread['p95']:.2f}); excess vs random uses it.")
+    lines.append("IC = mean rank IC on rebalance dates, 'IC t' on non-overlapping ones; 'HAC t' = Newey-West t of the "
+                 "daily rank IC (every out-of-sample day, lags = label horizon).")
+    if isinstance(ev.get("min_detectable_ic"), float) and math.isfinite(ev["min_detectable_ic"]):
+        lines.append(f"With {ev['effective_dates']:.0f} effective dates ({ev['ic_dates']} daily IC dates) this run can "
+                     f"only see IC >= {ev['min_detectable_ic']:.3f} (t = 2).")
     lines.append("Realistic daily-OHLCV signals reach IC 0.01-0.03 and IR 0.2-0.5; far above that, suspect leakage.")
     return "\n".join(lines)
 

@@ -198,6 +198,8 @@ def load_features(folder: str | Path) -> FeatureSet:
 def save_training(result: WalkForwardResult, folder: str | Path) -> None:
     folder = Path(folder)
     atomic.write_parquet(folder / f"predictions_{result.algorithm}.parquet", result.predictions)
+    if result.daily is not None:
+        atomic.write_parquet(folder / f"daily_scores_{result.algorithm}.parquet", result.daily)
     with atomic.atomic_path(folder / f"model_{result.algorithm}.pkl") as tmp:
         tmp.write_bytes(pickle.dumps(result.model))
     atomic.write_json(folder / f"training_{result.algorithm}.json", {
@@ -211,8 +213,10 @@ def load_training(folder: str | Path, algorithm: str) -> WalkForwardResult:
     meta = atomic.read_marker(folder / f"training_{algorithm}.json",
                               f"run `portfolio-mlops train --algorithms {algorithm}` first")
     model = pickle.loads((folder / f"model_{algorithm}.pkl").read_bytes())
+    daily_path = folder / f"daily_scores_{algorithm}.parquet"
+    daily = pd.read_parquet(daily_path) if daily_path.is_file() else None  # absent in older training folders
     return WalkForwardResult(algorithm, pd.read_parquet(folder / f"predictions_{algorithm}.parquet"), meta["refits"],
-                             model, meta["configurations_tried"], meta["seconds"])
+                             model, meta["configurations_tried"], meta["seconds"], daily)
 
 
 __all__ = ["run_chain", "train_all", "evaluate_and_report", "save_features", "load_features", "save_training",

@@ -523,7 +523,7 @@ def _register_one(client, chain, cfg: RunConfig, tracked: TrackedRun, digest: st
 
 
 def key_metrics(algorithm_block: dict[str, Any]) -> dict[str, float]:
-    """The four numbers promotion judges a version by (see promotion.Evidence)."""
+    """The numbers promotion judges a version by (see promotion.Evidence)."""
     def number(value: Any) -> float:
         return float(value) if isinstance(value, (int, float)) and value is not None else float("nan")
 
@@ -531,6 +531,7 @@ def key_metrics(algorithm_block: dict[str, Any]) -> dict[str, float]:
         "net_sharpe": number(algorithm_block["portfolio"]["net"]["sharpe"]),
         "icir": number(algorithm_block["signal"]["icir"]),
         "ic_tstat": number(algorithm_block["signal"]["ic_tstat"]),
+        "ic_hac_tstat": number(algorithm_block["signal"].get("ic_hac_tstat")),
         "excess_vs_equal_weight": number(algorithm_block["excess"].get("equal_weight", {}).get("ann_return")),
     }
 

@@ -6,6 +6,11 @@ Timeline per rebalance (all positions are rows of the trading calendar):
                training label has ended (label_end_pos <= T - embargo): the purge
 The model is refitted every `retrain_every_rebalances` rebalances on the expanding (or rolling) set
 of allowed samples; between refits the last model is reused. No shuffling, no random splits.
+
+Daily scores (for the daily-sampled IC only; the backtest uses the rebalance predictions): every
+trading day d from the first decision to the end of the out-of-sample period is scored by the model
+in force on d, the one fitted at the latest refit on or before d. That model's training labels ended
+at or before refit - embargo <= d, so a daily score uses nothing after its day.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from portfolio_mlops.metrics import rank_ic_by_date
 from portfolio_mlops.models import LINEAR_ALGORITHMS, RunningMoments, feature_weights, fit_from_moments, make_estimator
 
 Progress = Callable[[int, int, str], None]
+DAILY_COLUMNS = ("date", "ticker", "date_pos", "label", "prediction")
 
 
 def _silent(done: int, total: int, message: str) -> None:
@@ -38,6 +44,7 @@ class Schedule:
     rebalance_pos: np.ndarray  # calendar positions of decision dates
     refit_pos: np.ndarray  # the subset where the model is refitted
     purge_gap: int  # trading days between the last training sample date and the decision date
+    last_pos: int = -1  # last calendar position of the out-of-sample period (daily scores end here)
 
 
 def rebalance_schedule(features: FeatureSet, walk_forward: WalkForwardConfig, labels: LabelConfig) -> Schedule:
@@ -63,7 +70,7 @@ def rebalance_schedule(features: FeatureSet, walk_forward: WalkForwardConfig, la
             f"walk-forward leaves {len(positions)} decision date(s) between {dates[min(first, len(dates) - 1)]:%Y-%m-%d} "
             f"and {dates[last]:%Y-%m-%d}; need at least 2 (use more data or a smaller min_train_days)"
         )
-    return Schedule(positions, positions[:: walk_forward.retrain_every_rebalances], gap)
+    return Schedule(positions, positions[:: walk_forward.retrain_every_rebalances], gap, int(last))
 
 
 @dataclass
@@ -74,6 +81,7 @@ class WalkForwardResult:
     model: BaseEstimator | None = None  # the last fitted model (what would trade next)
     configurations_tried: int = 1
     seconds: float = 0.0
+    daily: pd.DataFrame | None = None  # date, ticker, date_pos, label, prediction: every OOS day (module doc)
 
 
 class _Trainer:
@@ -153,6 +161,9 @@ def _walk_forward(features: FeatureSet, spec: ModelSpec, walk_forward: WalkForwa
     outputs, refits = [], []
     model = None
     n_refits = len(schedule.refit_pos)
+    # Daily scoring segments: refit k's model scores days [refit_k, refit_{k+1}) (the last up to last_pos).
+    segment_end = dict(zip(schedule.refit_pos.tolist(), schedule.refit_pos[1:].tolist() + [schedule.last_pos + 1]))
+    daily_blocks = []
     for decision in schedule.rebalance_pos:
         if decision in refit_set:
             last_train = decision - schedule.purge_gap
@@ -172,6 +183,11 @@ def _walk_forward(features: FeatureSet, spec: ModelSpec, walk_forward: WalkForwa
                 "seconds": round(time.perf_counter() - fit_started, 4),
             })
             progress(len(refits), n_refits, f"{spec.algorithm}: refit {len(refits)}/{n_refits}")
+            d_lo, d_hi = np.searchsorted(frame_pos, [decision, segment_end[int(decision)]])
+            if d_hi > d_lo:
+                segment = frame.iloc[d_lo:d_hi][list(DAILY_COLUMNS[:-1])].copy()
+                segment["prediction"] = model.predict(x_all.iloc[d_lo:d_hi])
+                daily_blocks.append(segment[list(DAILY_COLUMNS)])
         lo, hi = np.searchsorted(frame_pos, [decision, decision + 1])
         block = frame.iloc[lo:hi][["date", "ticker", "date_pos", "label", "label_raw"]].copy()
         block["prediction"] = model.predict(x_all.iloc[lo:hi])
@@ -179,4 +195,5 @@ def _walk_forward(features: FeatureSet, spec: ModelSpec, walk_forward: WalkForwa
         outputs.append(block)
     predictions = pd.concat(outputs, ignore_index=True)
     tried = int(np.prod([len(v) for v in spec.search.values()])) if spec.search else 1
-    return WalkForwardResult(spec.algorithm, predictions, refits, model, tried, time.perf_counter() - started)
+    daily = pd.concat(daily_blocks, ignore_index=True) if daily_blocks else predictions.iloc[:0][list(DAILY_COLUMNS)]
+    return WalkForwardResult(spec.algorithm, predictions, refits, model, tried, time.perf_counter() - started, daily)

@@ -13,6 +13,7 @@ Rules (each is a check in the data-quality report, with a count and up to five e
 | duplicate_rows        | exact duplicates of (date, ticker): extra copies dropped |
 | conflicting_duplicates| FATAL: the same (date, ticker) with different prices     |
 | dates_out_of_order    | reported per ticker; the panel is sorted                 |
+| splits_adjusted       | unadjusted layouts, split-like move + volume jump: earlier prices / ratio, volumes x ratio |
 | extreme_moves         | |log return| above the limit: per policy drop the ticker (default), keep, or fail |
 | short_history         | tickers with fewer rows than `min_history_days` dropped  |
 | benchmark_rows_dropped| benchmark days with a missing or non-positive level      |
@@ -56,6 +57,7 @@ class QualityReport:
     end: str | None = None
     checks: list[CheckResult] = field(default_factory=list)
     dropped_tickers: dict[str, str] = field(default_factory=dict)
+    splits_adjusted: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def add(self, name: str, action: str, rows: pd.DataFrame | None = None, count: int | None = None,
@@ -128,6 +130,8 @@ def validate_prices(raw: RawDataset, cfg: ValidationConfig) -> tuple[pd.DataFram
 
     prices = _deduplicate(prices, report)
     prices = _sort_and_report_order(prices, report)
+    if not raw.adjusted and cfg.adjust_splits:
+        prices = _adjust_splits(prices, cfg, report)
     limit = cfg.max_abs_log_return or (1.0 if raw.adjusted else 0.6)
     prices = _extreme_moves(prices, cfg.extreme_move_policy, limit, report)
 
@@ -190,6 +194,84 @@ def _sort_and_report_order(prices: pd.DataFrame, report: QualityReport) -> pd.Da
         examples=[str(t) for t in tickers[:MAX_EXAMPLES]],
     )
     return prices.sort_values(["ticker", "date"], kind="stable")
+
+
+VOLUME_WINDOW = 20  # trading days of volume compared before and after a candidate split
+
+
+def _adjust_splits(prices: pd.DataFrame, cfg: ValidationConfig, report: QualityReport) -> pd.DataFrame:
+    """Back-adjust split-like one-day moves of an unadjusted panel; every event goes into the report.
+
+    A move is split-like when close[t-1] / close[t] is within cfg.split_tolerance (in log) of a split
+    ratio new:old AND the volume moves by about that ratio: both the volume on day t and the median
+    volume of the VOLUME_WINDOW rows from t on, over the median of the VOLUME_WINDOW rows before t, lie
+    between ratio**(1/3) and ratio**2 (reverse splits: the same in the other direction). A 2:1 split
+    doubles the share count, so volume roughly doubles from day t and stays there; an earnings crash
+    of the same size brings a day-t volume spike of 5-25x (AMD -24% on 2017-05-02: 6x, BIIB -22% on
+    2015-07-24: 11x, CHK -33% on 2016-02-08: 4.5x, all refused as 4:3/5:4/3:2 splits). Prices before t are
+    divided by the ratio and volumes multiplied by it - exactly what a data vendor's adjusted series
+    does: the split date is public and a split changes no holder's wealth, so the earlier prices carry
+    no information from after their own date beyond that known event.
+    """
+    if prices["volume"].isna().all():
+        report.add("splits_adjusted", "none: the layout has no volume to confirm a split", count=0)
+        return prices
+    ratios = []
+    for text in cfg.split_ratios:
+        new, old = (int(p) for p in text.split(":"))
+        ratios.append((text, new / old))
+    log_ratios = np.log(np.array([r for _, r in ratios]))
+    prices = prices.reset_index(drop=True)
+    close = prices["close"].to_numpy(dtype=float)
+    tickers = prices["ticker"].to_numpy()
+    same_ticker = np.zeros(len(prices), dtype=bool)
+    same_ticker[1:] = tickers[1:] == tickers[:-1]
+    implied = np.full(len(prices), np.nan)
+    implied[1:] = np.log(close[:-1] / close[1:])  # log(old price / new price) = log(new shares / old shares)
+    implied[~same_ticker] = np.nan
+    distance = np.abs(implied[:, None] - log_ratios[None, :])
+    best = np.nanargmin(np.where(np.isnan(distance), np.inf, distance), axis=1)
+    near = same_ticker & (distance[np.arange(len(prices)), best] < cfg.split_tolerance)
+    volume = prices["volume"].to_numpy(dtype=float)
+    starts = prices.groupby("ticker", sort=False).cumcount().to_numpy()  # row number within the ticker
+    factor = np.ones(len(prices))
+    events = []
+    for row in np.flatnonzero(near):
+        first = row - starts[row]
+        last = first + int((tickers[first:] == tickers[row]).argmin() or len(tickers) - first) - 1
+        pre = volume[max(first, row - VOLUME_WINDOW):row]
+        post = volume[row:min(last + 1, row + VOLUME_WINDOW)]
+        if len(pre) < 5 or len(post) < 5 or not (np.nanmedian(pre) > 0):
+            continue
+        base = np.nanmedian(pre)
+        volume_jump = np.log(np.nanmedian(post) / base)
+        first_day = np.log(volume[row] / base) if volume[row] > 0 else -np.inf
+        target = log_ratios[best[row]]
+        if not all(abs(target) / 3 <= jump * np.sign(target) <= 2 * abs(target) for jump in (volume_jump, first_day)):
+            continue
+        text, ratio = ratios[best[row]]
+        factor[first:row] *= ratio
+        events.append({
+            "ticker": str(tickers[row]),
+            "date": f"{prices['date'].iloc[row]:%Y-%m-%d}",
+            "ratio": text,
+            "close_before": float(close[row - 1]),
+            "close_after": float(close[row]),
+            "volume_ratio": round(float(np.exp(volume_jump)), 3),
+        })
+    if events:
+        prices = prices.copy()
+        for column in ("open", "high", "low", "close", "adj_close"):
+            prices[column] = prices[column] / factor
+        prices["volume"] = prices["volume"] * factor
+    report.splits_adjusted.extend(events)
+    report.add(
+        "splits_adjusted",
+        "split-like move with a matching volume jump: earlier prices / ratio, volumes x ratio",
+        count=len(events),
+        examples=[f"{e['ticker']} {e['date']} {e['ratio']}" for e in events[:MAX_EXAMPLES]],
+    )
+    return prices
 
 
 def _extreme_moves(prices: pd.DataFrame, policy: str, max_abs_log_return: float, report: QualityReport) -> pd.DataFrame:
