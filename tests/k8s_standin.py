@@ -23,7 +23,6 @@ controller-uid selector. Nothing is scheduled or reconciled: a test changes the 
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import uuid
@@ -81,24 +80,16 @@ class KubernetesStandIn(LoopbackServer):
         with self._lock:
             self.requests.append(path)
         if handler.headers.get("Authorization") != f"Bearer {TOKEN}":
-            return self._send(handler, 401, _status(401, "Unauthorized", "Unauthorized"))
+            return self.send_json(handler, 401, _status(401, "Unauthorized", "Unauthorized"))
         for pattern, (api_version, list_kind, kind) in _LISTS.items():
             match = pattern.fullmatch(path)
             if match:
                 with self._lock:
                     items = [o for (k, ns, _), o in sorted(self.objects.items()) if k == kind and ns == match["ns"]]
-                return self._send(handler, 200, {"kind": list_kind, "apiVersion": api_version,
+                return self.send_json(handler, 200, {"kind": list_kind, "apiVersion": api_version,
                                                  "metadata": {"resourceVersion": "1"}, "items": items})
-        return self._send(handler, 404, _status(404, "NotFound", "the server could not find the requested resource"))
+        return self.send_json(handler, 404, _status(404, "NotFound", "the server could not find the requested resource"))
 
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
 
 
 def _status(code: int, reason: str, message: str) -> dict:

@@ -145,12 +145,7 @@ class KfpStandIn(LoopbackServer):
         except _HttpError as exc:
             # The shape grpc-gateway gives KFP errors.
             status, payload = exc.status, {"error": exc.message, "code": exc.status, "message": exc.message}
-        data = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
+        self.send_json(handler, status, payload)
 
     def _route(self, method: str, path: str) -> tuple[Callable[..., Any], dict[str, str]]:
         for route_method, pattern, function in self._routes:
