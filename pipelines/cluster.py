@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import time
 import urllib.error
@@ -489,6 +490,10 @@ def run_command(args: argparse.Namespace) -> int:
         targets = [t.strip() for t in args.targets.split(",") if t.strip()]
         if not targets or args.timeout <= 0 or args.interval <= 0:
             raise ClusterError("--for needs at least one name, --timeout and --interval must be > 0")
+    # urllib3 logs each connection retry as a WARNING; this command reports an unreachable API itself,
+    # in one line, so those records would only add noise (or tracebacks, when some handler's stream
+    # has gone away) to what a person or CI reads.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     cluster = Cluster.connect(args.namespace, args.context, args.kubeconfig)
     if args.cluster_command == "status":
         return run_status(cluster, args.mlflow_url, args.serving_url)

@@ -192,7 +192,15 @@ def test_wait_for_minio_accepts_the_seaweedfs_object_store(api, capsys):
     assert "statefulset/seaweedfs 1/1" in out
 
 
-def test_an_unreachable_api_server_is_exit_2_with_one_line(tmp_path, capsys):
+def test_an_unreachable_api_server_is_exit_2_with_one_line(tmp_path, capsys, monkeypatch):
+    import io
+    import logging
+
+    # A root handler whose stream has gone away (as an earlier in-process command can leave one):
+    # urllib3's per-retry warnings must not reach it and print "--- Logging error ---" tracebacks.
+    gone = io.StringIO()
+    gone.close()
+    monkeypatch.setattr(logging.getLogger(), "handlers", [logging.StreamHandler(gone)])
     with KubernetesStandIn() as standin:
         kubeconfig = standin.kubeconfig(tmp_path / "kubeconfig")
     # The stand-in has stopped: nothing listens on its port any more.
