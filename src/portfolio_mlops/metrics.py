@@ -35,39 +35,45 @@ import pandas as pd
 TRADING_DAYS = 252
 
 
-def rank_ic_by_date(dates: np.ndarray | pd.Series, prediction: np.ndarray, realised: np.ndarray) -> pd.Series:
-    """Spearman IC per date (average ranks for ties); NaN where a date has < 3 names or no spread."""
-    frame = pd.DataFrame({"date": np.asarray(dates), "p": np.asarray(prediction, float), "y": np.asarray(realised, float)})
-    frame = frame[np.isfinite(frame["p"]) & np.isfinite(frame["y"])]
-    grouped = frame.groupby("date", sort=True)
-    rp = grouped["p"].rank().to_numpy()
-    ry = grouped["y"].rank().to_numpy()
-    parts = pd.DataFrame({"date": frame["date"].to_numpy(), "x": rp, "y": ry, "xy": rp * ry, "xx": rp * rp, "yy": ry * ry})
+def _correlation_by_date(dates: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[pd.Series, ...]:
+    """Per-date correlation of x and y from their moment sums (one groupby, no per-date loop).
+
+    Returns (correlation, n, var_x, var_y, mean_xx, mean_yy) per date, the sums not yet divided by n - 1,
+    so each caller can decide what counts as "no spread" on its own scale.
+    """
+    parts = pd.DataFrame({"date": dates, "x": x, "y": y, "xy": x * y, "xx": x * x, "yy": y * y})
     sums = parts.groupby("date", sort=True).sum()
     n = parts.groupby("date", sort=True).size().astype(float)
     cov = sums["xy"] - sums["x"] * sums["y"] / n
     var_x = sums["xx"] - sums["x"] ** 2 / n
     var_y = sums["yy"] - sums["y"] ** 2 / n
     with np.errstate(invalid="ignore", divide="ignore"):
-        ic = cov / np.sqrt(var_x * var_y)
+        correlation = cov / np.sqrt(var_x * var_y)
+    return correlation, n, var_x, var_y, sums["xx"] / n, sums["yy"] / n
+
+
+def _finite_rows(dates, prediction, realised) -> pd.DataFrame:
+    frame = pd.DataFrame({"date": np.asarray(dates), "p": np.asarray(prediction, float), "y": np.asarray(realised, float)})
+    return frame[np.isfinite(frame["p"]) & np.isfinite(frame["y"])]
+
+
+def rank_ic_by_date(dates: np.ndarray | pd.Series, prediction: np.ndarray, realised: np.ndarray) -> pd.Series:
+    """Spearman IC per date (average ranks for ties); NaN where a date has < 3 names or no spread."""
+    frame = _finite_rows(dates, prediction, realised)
+    grouped = frame.groupby("date", sort=True)
+    ic, n, var_x, var_y, _, _ = _correlation_by_date(frame["date"].to_numpy(), grouped["p"].rank().to_numpy(),
+                                                     grouped["y"].rank().to_numpy())
     ic[(n < 3) | (var_x <= 1e-12) | (var_y <= 1e-12)] = np.nan
     return ic.rename("rank_ic")
 
 
 def pearson_ic_by_date(dates: np.ndarray | pd.Series, prediction: np.ndarray, realised: np.ndarray) -> pd.Series:
-    """Pearson IC per date; NaN where a date has < 3 names or no spread."""
-    frame = pd.DataFrame({"date": np.asarray(dates), "x": np.asarray(prediction, float), "y": np.asarray(realised, float)})
-    frame = frame[np.isfinite(frame["x"]) & np.isfinite(frame["y"])]
-    frame = frame.assign(xy=frame["x"] * frame["y"], xx=frame["x"] ** 2, yy=frame["y"] ** 2)
-    sums = frame.groupby("date", sort=True)[["x", "y", "xy", "xx", "yy"]].sum()
-    n = frame.groupby("date", sort=True).size().astype(float)
-    cov = sums["xy"] - sums["x"] * sums["y"] / n
-    var_x = sums["xx"] - sums["x"] ** 2 / n
-    var_y = sums["yy"] - sums["y"] ** 2 / n
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ic = cov / np.sqrt(var_x * var_y)
-    scale_x = (sums["xx"] / n).clip(lower=1e-300)
-    scale_y = (sums["yy"] / n).clip(lower=1e-300)
+    """Pearson IC per date; NaN where a date has < 3 names or no spread (relative to the values' scale)."""
+    frame = _finite_rows(dates, prediction, realised)
+    ic, n, var_x, var_y, mean_xx, mean_yy = _correlation_by_date(frame["date"].to_numpy(), frame["p"].to_numpy(),
+                                                                 frame["y"].to_numpy())
+    scale_x = mean_xx.clip(lower=1e-300)
+    scale_y = mean_yy.clip(lower=1e-300)
     ic[(n < 3) | (var_x <= 1e-12 * scale_x * n) | (var_y <= 1e-12 * scale_y * n)] = np.nan
     return ic.rename("pearson_ic")
 
