@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -53,12 +55,6 @@ def _assert_stopped_cleanly(ws: Workspace, process, signum: int, seconds: float,
     assert sorted(p.name for p in ws.root.iterdir() if p.name.startswith("out")) == [], "partial output or lock left"
 
 
-# KNOWN BUG (issue 11 stays open for it): about 1 run in 6, a signal that lands inside the in-process
-# engine's MLflow logging leaves the cleanup hanging (> 30 s) instead of exiting within 5 s; the kfp
-# engine (the default) is not affected. Marked non-strict xfail so the suite reports it (XPASS/XFAIL)
-# without blocking; remove the mark with the fix.
-@pytest.mark.xfail(strict=False, reason="intermittent hang of the cleanup after a signal inside in-process "
-                                        "MLflow logging (about 1 in 6); issue 11 open")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_while_the_inprocess_engine_logs_to_mlflow_ends_its_runs_failed_and_registers_nothing(workspace, signum):
     ws = workspace
@@ -109,3 +105,63 @@ def test_sigkill_of_the_cli_takes_its_steps_down_and_the_next_run_cleans_what_wa
     assert re.search(r"closed [12] MLflow run\(s\) FAILED that a killed earlier run left RUNNING", done.stderr)  # parent (+ child)
     assert f"removed {left[0]}, left by an earlier run" in done.stderr
     assert sorted(p.name for p in ws.root.iterdir() if p.name.startswith("out")) == ["out"]
+
+
+def _python(code: str, timeout: float = 30) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout)
+    return done, time.monotonic() - started
+
+
+def test_a_signal_inside_a_deferred_block_waits_for_its_next_checkpoint():
+    """Database writes are not cut in the middle: the signal is raised between them, not inside one."""
+    done, _ = _python("""
+        import os, signal
+        from portfolio_mlops import interrupts
+        with interrupts.handle_signals():
+            try:
+                with interrupts.deferred():
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    print("the write in progress finished")
+                    interrupts.raise_if_interrupted()
+                    print("never: the checkpoint raises")
+            except interrupts.Interrupted as exc:
+                print("raised at the checkpoint", exc.signum)
+    """)
+    assert done.stdout.splitlines() == ["the write in progress finished", f"raised at the checkpoint {signal.SIGTERM}"], done.stderr
+
+
+def test_a_deferred_block_without_a_checkpoint_raises_when_it_ends():
+    done, _ = _python("""
+        import os, signal
+        from portfolio_mlops import interrupts
+        with interrupts.handle_signals():
+            try:
+                with interrupts.deferred():
+                    with interrupts.deferred():
+                        os.kill(os.getpid(), signal.SIGINT)
+                    print("inner block ended, outer still deferred")
+                print("never")
+            except interrupts.Interrupted as exc:
+                print("raised at the end", exc.signum)
+    """)
+    assert done.stdout.splitlines() == ["inner block ended, outer still deferred", f"raised at the end {signal.SIGINT}"], done.stderr
+
+
+def test_a_cleanup_that_hangs_after_a_signal_is_cut_short_by_the_watchdog():
+    """The way out is bounded: a cleanup stuck on a lock or a silent server does not keep the user waiting."""
+    done, seconds = _python("""
+        import os, signal, time
+        from portfolio_mlops import interrupts
+        interrupts.CLEANUP_BUDGET_S = 0.5
+        with interrupts.handle_signals():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.1)
+            except interrupts.Interrupted:
+                time.sleep(30)  # a cleanup that never finishes
+    """)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert seconds < 10
+    assert "interrupted by SIGTERM: the cleanup did not finish within 0.5 s; exiting now" in done.stderr

@@ -310,10 +310,12 @@ def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | No
         print(f"portfolio-mlops {args.command}: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM during a run (interrupts.py): one line, 130 / 143
-        from portfolio_mlops.interrupts import Interrupted
+        from portfolio_mlops.interrupts import Interrupted, exit_now
 
         line = exc.line() if isinstance(exc, Interrupted) else "interrupted by SIGINT"
         print(f"portfolio-mlops {args.command}: {line}", file=sys.stderr)
+        if isinstance(exc, Interrupted):  # a real signal (handlers installed): the cleanup is done, go now
+            exit_now(exc.exit_code)
         return exc.exit_code if isinstance(exc, Interrupted) else 130
 
 

@@ -179,9 +179,22 @@ Reevaluate = Callable[[str, str], dict[str, float]]
 
 def promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reevaluate: Reevaluate | None = None,
             client=None) -> Decision:
-    """Judge the versions registered by `parent_run_id` against the champion; apply and record."""
+    """Judge the versions registered by `parent_run_id` against the champion; apply and record.
+
+    A signal is acted on before the aliases and tags are written or after, never in between
+    (interrupts.deferred; an interrupted sqlite write can keep the store locked)."""
+    from portfolio_mlops import interrupts
+
+    with interrupts.deferred():
+        return _promote(model_name, parent_run_id, policy, reevaluate, client)
+
+
+def _promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reevaluate: Reevaluate | None,
+             client) -> Decision:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
+
+    from portfolio_mlops import interrupts
 
     client = client or MlflowClient()
     parent = client.get_run(parent_run_id)
@@ -228,6 +241,7 @@ def promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reeval
 
     decision = decide(candidates, champion, policy)
     decision.reasons = notes + decision.reasons
+    interrupts.raise_if_interrupted("before promotion moved any alias")
     try:
         if decision.promoted:
             client.set_registered_model_alias(model_name, CHAMPION, decision.champion_after)

@@ -203,9 +203,14 @@ def log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pat
 
     With MLFLOW_RUN_ID set (KFP's MLflow integration), that run is the parent.
     """
+    from portfolio_mlops import interrupts
+
     outer = os.environ.pop("MLFLOW_RUN_ID", None)  # else MLflow would resume it for every child too
     try:
-        return _log_chain(chain, features, cfg, output_dir, data_source, outer)
+        # A signal is acted on between MLflow calls, never inside one (interrupts.deferred): an
+        # interrupted sqlite write can keep the store locked against the cleanup's own calls.
+        with interrupts.deferred():
+            return _log_chain(chain, features, cfg, output_dir, data_source, outer)
     finally:
         if outer is not None:
             os.environ["MLFLOW_RUN_ID"] = outer
@@ -216,6 +221,8 @@ def _log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pa
     import mlflow
     from mlflow import MlflowClient
 
+    from portfolio_mlops import interrupts
+
     _configure_retries()
     uri = mlflow.get_tracking_uri()
     check_server(uri)
@@ -225,6 +232,7 @@ def _log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pa
     manifest = summary["data"]
     digest = manifest["content_digest"]
     stage = "creating the experiment"
+    interrupts.raise_if_interrupted()
     tracked: TrackedRun | None = None
     try:
         experiment = (mlflow.set_experiment(experiment_id=client.get_run(outer).info.experiment_id) if outer
@@ -232,8 +240,10 @@ def _log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pa
         if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         stage = "closing runs abandoned by earlier processes"
+        interrupts.raise_if_interrupted()
         fail_abandoned_runs(client, experiment.experiment_id, cfg.tracking.registered_model)
         stage = "opening the parent run"
+        interrupts.raise_if_interrupted()
         tags = {
             HOST_TAG: socket.gethostname(),
             PID_TAG: str(os.getpid()),
@@ -250,6 +260,7 @@ def _log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pa
         with opened as parent:
             tracked = TrackedRun(uri, experiment.experiment_id, parent.info.run_id)
             stage = "logging the parent run's params, metrics and lineage"
+            interrupts.raise_if_interrupted()
             _log_params(client, parent.info.run_id, flatten(cfg.model_dump(mode="json")))
             bench_metrics = {}
             for name, values in summary["benchmarks"].items():
@@ -258,6 +269,7 @@ def _log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pa
             _log_metrics(client, parent.info.run_id, bench_metrics)
             _log_dataset(mlflow, features, manifest, data_source)
             stage = "logging the parent run's artifacts"
+            interrupts.raise_if_interrupted()
             for name in ("summary.json", "quality.json", "equity_curves.png", "drawdowns.png", "rolling_ic.png",
                          "daily_returns_net.csv"):
                 if (out / name).is_file():
@@ -267,11 +279,13 @@ def _log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pa
                     client.log_artifact(parent.info.run_id, str(out / "data" / name), artifact_path="data")
             for algorithm, result in chain.results.items():
                 stage = f"logging the {algorithm} child run"
+                interrupts.raise_if_interrupted()
                 tracked.child_run_ids[algorithm] = _log_child(mlflow, client, chain, features, cfg, algorithm, result,
                                                                out, tags, parent.info.run_id)
             # Registered while the parent is still open, then marked complete: a kill in between
             # leaves a RUNNING parent without the mark, which promotion ignores and the janitor closes.
             stage = "registering model versions"
+            interrupts.raise_if_interrupted()
             tracked.model_versions = _register(client, chain, cfg, tracked, digest)
             client.set_tag(parent.info.run_id, REGISTERED_TAG, json.dumps(tracked.model_versions))
             client.set_tag(parent.info.run_id, REGISTRATION_TAG, REGISTRATION_COMPLETE)
@@ -415,19 +429,25 @@ def _log_dataset(mlflow, features: FeatureSet, manifest: dict[str, Any], data_so
 
 def _log_child(mlflow, client, chain, features: FeatureSet, cfg: RunConfig, algorithm: str, result, out: Path,
                parent_tags: dict[str, str], parent_run_id: str) -> str:
+    from portfolio_mlops import interrupts
+
     spec = next(m for m in cfg.models if m.name == algorithm)
     with mlflow.start_run(run_name=algorithm, nested=True,
                           tags={**parent_tags, "algorithm": algorithm, PARENT_TAG: parent_run_id}) as child:
         run_id = child.info.run_id
         _log_params(client, run_id, {"algorithm": algorithm, **flatten(spec.model_dump(mode="json"), "model."),
                                      **flatten(cfg.model_dump(mode="json", exclude={"models"}))})
+        interrupts.raise_if_interrupted()  # between MLflow calls (see log_chain)
         _log_metrics(client, run_id, algorithm_metrics(chain.summary, algorithm))
+        interrupts.raise_if_interrupted()  # between MLflow calls (see log_chain)
         backtest = chain.evaluation.backtests[algorithm]
         _history(client, run_id, "equity_net", backtest.dates, metrics.equity_curve(backtest.net(cfg.portfolio.cost_bps_per_side)),
                  cfg.tracking.equity_curve_every_days)
+        interrupts.raise_if_interrupted()  # between MLflow calls (see log_chain)
         ic = chain.evaluation.ic_by_date[algorithm]
         _history(client, run_id, "ic", pd.DatetimeIndex(ic.index), ic.to_numpy())
         _history(client, run_id, "rolling_ic_12", pd.DatetimeIndex(ic.index), metrics.rolling_ic(ic).to_numpy())
+        interrupts.raise_if_interrupted()  # between MLflow calls (see log_chain)
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch)
             (folder / "refits.json").write_text(json.dumps(result.refits, indent=1, default=str))
@@ -438,6 +458,7 @@ def _log_child(mlflow, client, chain, features: FeatureSet, cfg: RunConfig, algo
                 if (out / name).is_file():
                     client.log_artifact(run_id, str(out / name))
             client.log_artifacts(run_id, str(folder))
+        interrupts.raise_if_interrupted()  # between MLflow calls (see log_chain)
         info = _log_portfolio_model(mlflow, chain, features, cfg.with_algorithms([algorithm]), result.model)
         client.set_tag(run_id, "model_uri", info.model_uri)
     return run_id
@@ -483,9 +504,12 @@ def _importances(model, features: FeatureSet) -> dict[str, str]:
 
 def _register(client, chain, cfg: RunConfig, tracked: TrackedRun, digest: str) -> dict[str, str]:
     """One model version per algorithm, tagged with what promotion needs to judge it."""
+    from portfolio_mlops import interrupts
+
     versions: dict[str, str] = {}
     try:
         for algorithm, run_id in tracked.child_run_ids.items():
+            interrupts.raise_if_interrupted()  # between versions, never inside one (see log_chain)
             versions[algorithm] = _register_one(client, chain, cfg, tracked, digest, algorithm, run_id)
     except BaseException:  # errors and interrupts alike
         for version in versions.values():  # all or nothing: no version may outlive a failed registration
