@@ -8,9 +8,11 @@ from portfolio_mlops.config import FeatureConfig, LabelConfig
 from portfolio_mlops.errors import ConfigError
 from portfolio_mlops.features import (
     FEATURE_NAMES,
+    _rolling,
     build_features,
     cross_sectional_rank,
     cross_sectional_zscore,
+    winsorise_rows,
 )
 from synthetic import random_walk_panel
 
@@ -128,3 +130,63 @@ def test_sma_feature_matches_a_direct_computation():
     expected_order = raw.loc[day].sort_values().index.tolist()
     got = fs.frame[fs.frame["date"] == day].sort_values("px_sma30")["ticker"].tolist()
     assert got == expected_order
+
+
+# --- the fast paths give exactly what the plain pandas/numpy computation gives -----------------------------
+
+def _gappy_grid(seed: int, days: int = 300, tickers: int = 7) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    grid = 50 * np.exp(np.cumsum(rng.normal(0, 0.02, (days, tickers)), axis=0))
+    grid[rng.random(grid.shape) < 0.03] = np.nan  # missing days inside histories
+    grid[:40, 2] = np.nan  # a late listing
+    grid[250:, 5] = np.nan  # a delisting
+    return grid
+
+
+@pytest.mark.parametrize(("window", "how"), [(10, "mean"), (21, "std"), (63, "std"), (252, "max"), (5, "max")])
+def test_rolling_over_all_tickers_at_once_equals_pandas_per_column_bit_for_bit(window, how):
+    grid = _gappy_grid(seed=window)
+
+    expected = getattr(pd.DataFrame(grid).rolling(window, min_periods=window), how)().to_numpy()
+
+    assert _rolling(grid, window, how).tobytes() == expected.tobytes()
+
+
+def test_equal_values_rank_in_column_order_like_a_stable_sort():
+    rng = np.random.default_rng(11)
+    values = rng.integers(0, 4, size=(200, 30)).astype(float)  # many ties per row
+    values[rng.random(values.shape) < 0.2] = np.nan
+    values[5, :] = 2.0  # a row of one value
+
+    finite = np.isfinite(values)
+    order = np.argsort(np.where(finite, values, np.inf), axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(values.shape[1])[None, :].repeat(values.shape[0], axis=0), axis=1)
+    expected = np.where(finite, (ranks + 0.5) / finite.sum(axis=1, keepdims=True) - 0.5, np.nan)
+
+    assert cross_sectional_rank(values).tobytes() == expected.tobytes()
+
+
+def test_row_winsorising_clips_at_numpys_own_nanquantile():
+    values = _gappy_grid(seed=3, tickers=40)
+    values[7] = np.nan  # a day with no value at all
+    values[8, 1:] = np.nan  # a day with one value
+
+    clipped = winsorise_rows(values, 0.05)
+
+    rows = np.isfinite(values).any(axis=1)
+    lower = np.full(len(values), np.nan)
+    upper = np.full(len(values), np.nan)
+    lower[rows] = np.nanquantile(values[rows], 0.05, axis=1)
+    upper[rows] = np.nanquantile(values[rows], 0.95, axis=1)
+    assert clipped.tobytes() == np.clip(values, lower[:, None], upper[:, None]).tobytes()
+
+
+def test_features_do_not_depend_on_the_order_of_the_input_rows():
+    panel = random_walk_panel(n_tickers=12, n_days=320, seed=12)
+    shuffled = panel.sample(frac=1.0, random_state=3)  # not sorted by ticker: the grid's fallback path
+
+    sorted_frame = build_features(panel, FEATURES, LABELS).frame
+    shuffled_frame = build_features(shuffled, FEATURES, LABELS).frame
+
+    pd.testing.assert_frame_equal(shuffled_frame, sorted_frame, check_exact=True)

@@ -215,11 +215,14 @@ def _is_utf8(data: bytes) -> bool:
         return False
 
 
-def _read_csv(path: Path, columns: dict[str, str], numeric: tuple[str, ...]) -> pd.DataFrame:
+def _read_csv(path: Path, columns: dict[str, str], numeric: tuple[str, ...],
+              categorical: tuple[str, ...] = ()) -> pd.DataFrame:
     """Read the wanted columns (file name -> canonical name) with strings for dates and tickers.
 
     Numbers are parsed by pyarrow; if a value is not a number, re-read that column as text to name the
-    exact row and value in the error.
+    exact row and value in the error. `categorical` text columns (dates and tickers of a price file:
+    a few thousand distinct values in millions of rows) come dictionary-encoded from the reader, so
+    each distinct value is parsed and checked once.
     """
     header = _read_header(path)
     by_lower = {h.strip().lower(): h for h in header}
@@ -228,7 +231,9 @@ def _read_csv(path: Path, columns: dict[str, str], numeric: tuple[str, ...]) -> 
         hints = _column_hints(set(by_lower), set(missing))
         raise DataLayoutError(f"{path}: missing column(s) {missing}; found {header}{hints}. {SUPPORTED_LAYOUTS_LINE}")
     actual = {by_lower[wanted]: canonical for wanted, canonical in columns.items()}
-    types = {col: (pa.float64() if canonical in numeric else pa.string()) for col, canonical in actual.items()}
+    types = {col: (pa.float64() if canonical in numeric else
+                   pa.dictionary(pa.int32(), pa.string()) if canonical in categorical else pa.string())
+             for col, canonical in actual.items()}
     convert = pacsv.ConvertOptions(
         include_columns=list(actual),
         column_types=types,
@@ -268,35 +273,51 @@ def _raise_bad_number(path: Path, actual: dict[str, str], numeric: tuple[str, ..
     raise _unreadable(path, exc) from exc
 
 
+def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """(codes, distinct values) of a column; code -1 is a missing value."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype("category")
+    return values.cat.codes.to_numpy(), values.cat.categories
+
+
 def _parse_dates(frame: pd.DataFrame, path: Path, column: str = "date") -> pd.Series:
     text = frame[column]
-    missing = text.isna()
+    codes, distinct = _codes(text)
+    missing = codes < 0
     if missing.any():
-        row = int(np.flatnonzero(missing.to_numpy())[0])
+        row = int(np.flatnonzero(missing)[0])
         raise DataValidationError(f"{path}: data row {row + 1}, field {column!r}: the date is empty")
-    dates = pd.to_datetime(text.str.strip().str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
-    bad = dates.isna()
+    distinct = pd.Series(distinct.astype(str) if len(distinct) else distinct, dtype=object)
+    parsed = pd.to_datetime(distinct.str.strip().str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
+    bad = parsed.isna().to_numpy()[codes]
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+        row = int(np.flatnonzero(bad)[0])
         raise DataValidationError(
             f"{path}: data row {row + 1}, field {column!r}: expected a date like 2018-02-07, got {text.iloc[row]!r}"
         )
-    return dates.astype("datetime64[ns]")
+    return pd.Series(parsed.astype("datetime64[ns]").to_numpy()[codes], index=frame.index, name=column)
 
 
 def _finish(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Add lineage columns and every canonical column (missing ones as NaN)."""
+    """Add lineage columns and every canonical column (missing ones as NaN).
+
+    Tickers come out categorical, their categories sorted (the order validation sorts the panel in);
+    `source` is categorical too.
+    """
     frame["date"] = _parse_dates(frame, path)
-    tickers = frame["ticker"].astype("string").str.strip().str.upper()
-    empty = tickers.isna() | (tickers == "")
-    if empty.any():
-        row = int(np.flatnonzero(empty.to_numpy())[0])
+    codes, distinct = _codes(frame["ticker"])
+    symbols = pd.Series(distinct, dtype=object).astype("string").str.strip().str.upper()
+    empty = (symbols.isna() | (symbols == "")).to_numpy()
+    bad = (codes < 0) | empty[np.maximum(codes, 0)]
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
         raise DataValidationError(f"{path}: data row {row + 1}, field 'ticker': the symbol is empty")
-    frame["ticker"] = tickers.astype(str)
+    tickers, merged = np.unique(symbols.to_numpy(dtype=object, na_value=""), return_inverse=True)
+    frame["ticker"] = pd.Categorical.from_codes(merged[codes], categories=pd.Index(tickers, dtype="str"))
     for column in (*PRICE_COLUMNS, "volume"):
         if column not in frame:
             frame[column] = np.nan
-    frame["source"] = path.name
+    frame["source"] = pd.Categorical.from_codes(np.zeros(len(frame), dtype=np.int8), categories=pd.Index([path.name], dtype="str"))
     frame["source_row"] = np.arange(1, len(frame) + 1, dtype=np.int64)
     return frame[[*CANONICAL_COLUMNS, "source", "source_row"]]
 
@@ -306,7 +327,7 @@ def _read_kaggle_daily(stocks: Path) -> RawDataset:
         "date": "date", "symbol": "ticker", "adj close": "adj_close", "close": "close",
         "high": "high", "low": "low", "open": "open", "volume": "volume",
     }
-    prices = _finish(_read_csv(stocks, columns, numeric=(*PRICE_COLUMNS, "volume")), stocks)
+    prices = _finish(_read_csv(stocks, columns, numeric=(*PRICE_COLUMNS, "volume"), categorical=("date", "ticker")), stocks)
     sources = [str(stocks)]
     benchmark = sectors = None
     notes: list[str] = []
@@ -339,8 +360,9 @@ def _read_kaggle_daily(stocks: Path) -> RawDataset:
 
 def _read_kaggle_5yr(paths: list[Path]) -> RawDataset:
     columns = {"date": "date", "open": "open", "high": "high", "low": "low", "close": "close", "volume": "volume", "name": "ticker"}
-    frames = [_finish(_read_csv(p, columns, numeric=("open", "high", "low", "close", "volume")), p) for p in paths]
-    prices = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frames = [_finish(_read_csv(p, columns, numeric=("open", "high", "low", "close", "volume"),
+                                categorical=("date", "ticker")), p) for p in paths]
+    prices = _concat(frames) if len(frames) > 1 else frames[0]
     prices["adj_close"] = prices["close"]
     return RawDataset(
         layout="kaggle_all_stocks_5yr" if len(paths) == 1 else "kaggle_individual_stocks_5yr",
@@ -353,6 +375,17 @@ def _read_kaggle_5yr(paths: list[Path]) -> RawDataset:
             "no index series in this layout: the index benchmark is skipped",
         ),
     )
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Stack per-file frames, keeping ticker and source categorical (over the union of categories)."""
+    combined = pd.concat(frames, ignore_index=True)
+    for column in ("ticker", "source"):
+        union = pd.Index(sorted(set().union(*(f[column].cat.categories for f in frames))), dtype="str")
+        combined[column] = pd.Categorical.from_codes(
+            np.concatenate([union.get_indexer(f[column].cat.categories)[f[column].cat.codes.to_numpy()] for f in frames]),
+            categories=union)
+    return combined
 
 
 def _read_canonical(path: Path) -> RawDataset:

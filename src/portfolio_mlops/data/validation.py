@@ -95,112 +95,253 @@ def _describe(row: Any) -> str:
 def validate_prices(raw: RawDataset, cfg: ValidationConfig) -> tuple[pd.DataFrame, pd.Series | None, QualityReport]:
     """Apply the rules above. Returns (clean prices sorted by ticker then date, clean benchmark, report).
 
-    The clean frame has the canonical columns only (lineage columns are dropped after use).
+    The clean frame has the canonical columns only (lineage columns are dropped after use). The rules run
+    on numpy arrays in one pass over the rows: each row-level check is a mask over the file's rows, and
+    one sort by (ticker, date) serves the duplicate check, the order check and the output order.
     """
-    prices = raw.prices
-    report = QualityReport(layout=raw.layout, rows_in=len(prices), tickers_in=int(prices["ticker"].nunique()))
+    rows = _Rows.of(raw.prices)
+    report = QualityReport(layout=raw.layout, rows_in=rows.n, tickers_in=rows.tickers_present())
     report.notes.extend(raw.notes)
 
-    price_values = prices[["open", "high", "low", "close", "adj_close"]]
-    empty = price_values.isna().all(axis=1)
-    report.add("empty_price_rows", "dropped (no price at all)", prices[empty])
-    prices = prices[~empty]
+    prices = rows.prices
+    o, h, low, c, a = (prices[k] for k in ("open", "high", "low", "close", "adj_close"))
+    empty = np.isnan(o) & np.isnan(h) & np.isnan(low) & np.isnan(c) & np.isnan(a)
+    report.add("empty_price_rows", "dropped (no price at all)", count=int(empty.sum()), examples=rows.examples(empty))
+    alive = ~empty
+    missing_close = alive & (np.isnan(c) | np.isnan(a))
+    report.add("missing_close", "dropped (close or adjusted close missing)", count=int(missing_close.sum()),
+               examples=rows.examples(missing_close))
+    alive &= ~missing_close
+    non_positive = alive & ((o <= 0) | (h <= 0) | (low <= 0) | (c <= 0) | (a <= 0))
+    report.add("non_positive_price", "dropped (a price <= 0)", count=int(non_positive.sum()),
+               examples=rows.examples(non_positive))
+    alive &= ~non_positive
+    negative_volume = alive & (prices["volume"] < 0)
+    report.add("negative_volume", "dropped", count=int(negative_volume.sum()), examples=rows.examples(negative_volume))
+    alive &= ~negative_volume
 
-    missing_close = prices["close"].isna() | prices["adj_close"].isna()
-    report.add("missing_close", "dropped (close or adjusted close missing)", prices[missing_close])
-    prices = prices[~missing_close]
+    inverted = alive & (h < low)
+    report.add("high_below_low", "high and low set to missing, close kept", count=int(inverted.sum()),
+               examples=rows.examples(inverted))
+    if inverted.any():
+        prices["high"] = h = np.where(inverted, np.nan, h)
+        prices["low"] = low = np.where(inverted, np.nan, low)
 
-    non_positive = (prices[["open", "high", "low", "close", "adj_close"]] <= 0).any(axis=1)
-    report.add("non_positive_price", "dropped (a price <= 0)", prices[non_positive])
-    prices = prices[~non_positive]
+    no_ohl = np.isnan(o) & np.isnan(h) & np.isnan(low)
+    if (alive & ~no_ohl).any():  # the layout has open/high/low at all
+        partial = alive & (np.isnan(o) | np.isnan(h) | np.isnan(low))
+        report.add("missing_open_high_low", "kept (features needing them see a gap)", count=int(partial.sum()),
+                   examples=rows.examples(partial))
 
-    negative_volume = prices["volume"] < 0
-    report.add("negative_volume", "dropped", prices[negative_volume])
-    prices = prices[~negative_volume]
-
-    prices = prices.copy()
-    inverted = prices["high"] < prices["low"]
-    report.add("high_below_low", "high and low set to missing, close kept", prices[inverted])
-    prices.loc[inverted, ["high", "low"]] = np.nan
-
-    has_ohl = prices[["open", "high", "low"]].notna().any(axis=None)
-    if has_ohl:
-        partial = prices[["open", "high", "low"]].isna().any(axis=1)
-        report.add("missing_open_high_low", "kept (features needing them see a gap)", prices[partial])
-
-    prices = _deduplicate(prices, report)
-    prices = _sort_and_report_order(prices, report)
+    kept = np.flatnonzero(alive)
+    order = _deduplicate(rows, kept, report)  # kept rows sorted by (ticker, date)
+    _report_order(rows, order, report)
+    clean = rows.take(order)
     if not raw.adjusted and cfg.adjust_splits:
-        prices = _adjust_splits(prices, cfg, report)
+        _adjust_splits(clean, cfg, report)
     limit = cfg.max_abs_log_return or (1.0 if raw.adjusted else 0.6)
-    prices = _extreme_moves(prices, cfg.extreme_move_policy, limit, report)
+    clean = _extreme_moves(clean, cfg.extreme_move_policy, limit, report)
 
-    counts = prices.groupby("ticker", sort=False).size()
-    short = counts[counts < cfg.min_history_days]
-    for ticker, n in short.items():
-        report.dropped_tickers[str(ticker)] = f"short history: {int(n)} rows < {cfg.min_history_days}"
+    counts = clean.counts_per_ticker()
+    short = [(code, n) for code, n in counts if n < cfg.min_history_days]
+    for code, n in short:
+        report.dropped_tickers[clean.names[code]] = f"short history: {int(n)} rows < {cfg.min_history_days}"
     report.add(
         "short_history",
         f"tickers dropped (< {cfg.min_history_days} rows)",
         count=len(short),
-        examples=[f"{t}: {int(n)} rows" for t, n in short.head(MAX_EXAMPLES).items()],
+        examples=[f"{clean.names[code]}: {int(n)} rows" for code, n in short[:MAX_EXAMPLES]],
     )
-    prices = prices[~prices["ticker"].isin(short.index)]
+    if short:
+        clean = clean.without_tickers([code for code, _ in short])
 
-    if prices.empty:
+    if clean.n == 0:
         raise DataValidationError(
             f"{', '.join(raw.sources)}: no rows left after validation; see the report:\n{report.summary()}"
         )
 
     benchmark = _validate_benchmark(raw.benchmark, report)
 
-    clean = prices[list(CANONICAL_COLUMNS)].reset_index(drop=True)
-    report.rows_out = len(clean)
-    report.tickers_out = int(clean["ticker"].nunique())
-    report.start = clean["date"].min().strftime("%Y-%m-%d")
-    report.end = clean["date"].max().strftime("%Y-%m-%d")
-    return clean, benchmark, report
+    frame = clean.frame()
+    report.rows_out = clean.n
+    report.tickers_out = clean.tickers_present()
+    report.start = f"{pd.Timestamp(clean.dates.min()):%Y-%m-%d}"
+    report.end = f"{pd.Timestamp(clean.dates.max()):%Y-%m-%d}"
+    return frame, benchmark, report
 
 
-def _deduplicate(prices: pd.DataFrame, report: QualityReport) -> pd.DataFrame:
+@dataclass
+class _Rows:
+    """Rows as numpy arrays: dates (datetime64[ns]), ticker codes into sorted `names`, the prices, and
+    the lineage (source file code into `sources`, data row). `index` is each row's position in the file
+    read (examples and file order refer to it)."""
+
+    dates: np.ndarray
+    tickers: np.ndarray
+    names: list[str]
+    prices: dict[str, np.ndarray]
+    sources: np.ndarray
+    source_names: list[str]
+    source_rows: np.ndarray
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> "_Rows":
+        tickers, names = _sorted_codes(frame["ticker"])
+        sources, source_names = _sorted_codes(frame["source"])
+        return cls(
+            dates=frame["date"].to_numpy(dtype="datetime64[ns]"),
+            tickers=tickers, names=names,
+            prices={k: frame[k].to_numpy(dtype=float, copy=True) for k in ("open", "high", "low", "close", "adj_close", "volume")},
+            sources=sources, source_names=source_names,
+            source_rows=frame["source_row"].to_numpy(dtype=np.int64),
+        )
+
+    @property
+    def n(self) -> int:
+        return len(self.dates)
+
+    def tickers_present(self) -> int:
+        return int((np.bincount(self.tickers[self.tickers >= 0], minlength=len(self.names)) > 0).sum())
+
+    def describe(self, i: int) -> str:
+        return (f"{self.source_names[self.sources[i]]} data row {self.source_rows[i]}: "
+                f"{self.names[self.tickers[i]]} {pd.Timestamp(self.dates[i]):%Y-%m-%d}")
+
+    def examples(self, mask: np.ndarray) -> list[str]:
+        return [self.describe(int(i)) for i in np.flatnonzero(mask)[:MAX_EXAMPLES]]
+
+    def take(self, positions: np.ndarray | None) -> "_Rows":
+        if positions is None:
+            return self
+        return _Rows(
+            dates=self.dates[positions], tickers=self.tickers[positions], names=self.names,
+            prices={k: v[positions] for k, v in self.prices.items()},
+            sources=self.sources[positions], source_names=self.source_names, source_rows=self.source_rows[positions],
+        )
+
+    def runs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(first, end) row of each ticker's run of rows; the rows must be sorted by ticker."""
+        boundary = np.flatnonzero(self.tickers[1:] != self.tickers[:-1]) + 1
+        return np.concatenate([[0], boundary]), np.concatenate([boundary, [self.n]])
+
+    def counts_per_ticker(self) -> list[tuple[int, int]]:
+        """(ticker code, rows) in panel order (the rows must be sorted by ticker)."""
+        first, end = self.runs()
+        return [(int(self.tickers[f]), int(e - f)) for f, e in zip(first, end)] if self.n else []
+
+    def without_tickers(self, codes: list[int]) -> "_Rows":
+        drop = np.zeros(len(self.names), dtype=bool)
+        drop[codes] = True
+        return self.take(np.flatnonzero(~drop[self.tickers]))
+
+    def frame(self) -> pd.DataFrame:
+        """The canonical columns, ticker as pandas' default string dtype (what the Parquet file holds)."""
+        import pyarrow as pa
+
+        names = pa.array(self.names, type=pa.large_string())
+        ticker = pa.DictionaryArray.from_arrays(pa.array(self.tickers.astype(np.int32)), names).cast(pa.large_string())
+        columns = {"date": self.dates, "ticker": pd.array(ticker, dtype=pd.StringDtype("pyarrow", na_value=np.nan)),
+                   **self.prices}
+        return pd.DataFrame({k: columns[k] for k in CANONICAL_COLUMNS}, copy=False)
+
+
+def _sorted_codes(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Codes into the sorted distinct values (as strings); -1 where missing."""
+    if not isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype("category")
+    names = [str(v) for v in values.cat.categories]
+    codes = values.cat.codes.to_numpy().astype(np.int64)
+    rank = np.argsort(np.array(names, dtype=object), kind="stable")
+    if (rank != np.arange(len(names))).any():
+        remap = np.empty(len(names), dtype=np.int64)
+        remap[rank] = np.arange(len(names))
+        codes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
+        names = [names[i] for i in rank]
+    return codes, names
+
+
+def _sort_key(rows: _Rows, kept: np.ndarray) -> np.ndarray:
+    """An int64 per kept row ordering by (ticker, date); equal exactly when both are equal."""
+    stamps = rows.dates[kept].view(np.int64)
+    if len(stamps) == 0:
+        return stamps
+    day = np.int64(86_400_000_000_000)
+    if (stamps % day == 0).all():
+        days = stamps // day
+        days = days - days.min()
+        width = int(days.max()) + 1
+    else:
+        days, uniques = pd.factorize(stamps, sort=True)
+        width = len(uniques)
+    return rows.tickers[kept].astype(np.int64) * width + days
+
+
+def _deduplicate(rows: _Rows, kept: np.ndarray, report: QualityReport) -> np.ndarray:
+    """Drop exact duplicates of (date, ticker) (first copy kept), refuse conflicting ones; returns the
+    remaining rows' positions sorted by (ticker, date)."""
+    key = _sort_key(rows, kept)
+    if len(key) < 2 or (key[1:] > key[:-1]).all():  # already sorted, every (ticker, date) once
+        report.add("duplicate_rows", "extra copies dropped", count=0, examples=[])
+        return kept
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    same = sorted_key[1:] == sorted_key[:-1]
+    if not same.any():
+        report.add("duplicate_rows", "extra copies dropped", count=0, examples=[])
+        return kept[order]
+    shared = np.zeros(len(key), dtype=bool)
+    shared[1:] |= same
+    shared[:-1] |= same
+    involved = np.sort(kept[order[shared]])  # every row whose (date, ticker) appears more than once, file order
+    sub = rows.take(involved)
+    subset = pd.DataFrame({
+        "date": sub.dates, "ticker": [rows.names[t] for t in sub.tickers], **sub.prices,
+        "source": [rows.source_names[s] for s in sub.sources], "source_row": sub.source_rows,
+    })
     keys = ["date", "ticker"]
     value_cols = ["open", "high", "low", "close", "adj_close", "volume"]
-    exact = prices.duplicated([*keys, *value_cols], keep="first")
-    report.add("duplicate_rows", "extra copies dropped", prices[exact])
-    unique = prices[~exact]
+    exact = subset.duplicated([*keys, *value_cols], keep="first").to_numpy()
+    report.add("duplicate_rows", "extra copies dropped", count=int(exact.sum()),
+               examples=[sub.describe(int(i)) for i in np.flatnonzero(exact)[:MAX_EXAMPLES]])
+    unique = subset[~exact]
     conflicting = unique.duplicated(keys, keep=False)
     if conflicting.any():
         first = unique[conflicting].iloc[0]
-        same_key = (prices["date"] == first["date"]) & (prices["ticker"] == first["ticker"])
-        rows = ", ".join(f"{r.source} data row {r.source_row}" for r in prices[same_key].itertuples())
+        same_key = (subset["date"] == first["date"]) & (subset["ticker"] == first["ticker"])
+        where = ", ".join(f"{r.source} data row {r.source_row}" for r in subset[same_key].itertuples())
         pairs = unique[conflicting].drop_duplicates(keys).shape[0]
         raise DataValidationError(
             f"conflicting duplicates: {first['ticker']} on {first['date']:%Y-%m-%d} appears with different "
-            f"prices at {rows} ({pairs} (date, ticker) pairs in all); keep one version of each"
+            f"prices at {where} ({pairs} (date, ticker) pairs in all); keep one version of each"
         )
-    return unique
+    dropped = np.zeros(rows.n, dtype=bool)
+    dropped[involved[exact]] = True
+    sorted_rows = kept[order]
+    return sorted_rows[~dropped[sorted_rows]]
 
 
-def _sort_and_report_order(prices: pd.DataFrame, report: QualityReport) -> pd.DataFrame:
+def _report_order(rows: _Rows, order: np.ndarray, report: QualityReport) -> None:
     # Files list each ticker's rows either date-ascending or grouped by date; both are fine. Report a
-    # ticker whose own rows go backwards in time in file order, then sort.
-    in_file_order = prices.sort_values(["ticker", "source", "source_row"], kind="stable")
-    backwards = in_file_order.groupby("ticker", sort=False)["date"].diff() < pd.Timedelta(0)
-    tickers = in_file_order.loc[backwards.to_numpy(), "ticker"].unique()
+    # ticker whose own rows go backwards in time in file order (the panel is sorted anyway). With one row
+    # per (ticker, date), that is a ticker whose date-sorted rows do not come in file order.
+    file_order = rows.sources[order] * (int(rows.source_rows.max(initial=0)) + 1) + rows.source_rows[order]
+    tickers = rows.tickers[order]
+    backwards = (file_order[1:] < file_order[:-1]) & (tickers[1:] == tickers[:-1])
+    codes = np.unique(tickers[1:][backwards])
     report.add(
         "dates_out_of_order",
         "tickers whose rows go back in time in the file (panel sorted by date)",
-        count=len(tickers),
-        examples=[str(t) for t in tickers[:MAX_EXAMPLES]],
+        count=len(codes),
+        examples=[rows.names[c] for c in codes[:MAX_EXAMPLES]],
     )
-    return prices.sort_values(["ticker", "date"], kind="stable")
 
 
 VOLUME_WINDOW = 20  # trading days of volume compared before and after a candidate split
 
 
-def _adjust_splits(prices: pd.DataFrame, cfg: ValidationConfig, report: QualityReport) -> pd.DataFrame:
-    """Back-adjust split-like one-day moves of an unadjusted panel; every event goes into the report.
+def _adjust_splits(rows: _Rows, cfg: ValidationConfig, report: QualityReport) -> None:
+    """Back-adjust split-like one-day moves of an unadjusted panel (rows sorted by ticker, date) in place;
+    every event goes into the report.
 
     A move is split-like when close[t-1] / close[t] is within cfg.split_tolerance (in log) of a split
     ratio new:old AND the volume moves by about that ratio: both the volume on day t and the median
@@ -213,32 +354,31 @@ def _adjust_splits(prices: pd.DataFrame, cfg: ValidationConfig, report: QualityR
     does: the split date is public and a split changes no holder's wealth, so the earlier prices carry
     no information from after their own date beyond that known event.
     """
-    if prices["volume"].isna().all():
+    volume = rows.prices["volume"]
+    if np.isnan(volume).all():
         report.add("splits_adjusted", "none: the layout has no volume to confirm a split", count=0)
-        return prices
+        return
     ratios = []
     for text in cfg.split_ratios:
         new, old = (int(p) for p in text.split(":"))
         ratios.append((text, new / old))
     log_ratios = np.log(np.array([r for _, r in ratios]))
-    prices = prices.reset_index(drop=True)
-    close = prices["close"].to_numpy(dtype=float)
-    tickers = prices["ticker"].to_numpy()
-    same_ticker = np.zeros(len(prices), dtype=bool)
+    close = rows.prices["close"]
+    tickers = rows.tickers
+    same_ticker = np.zeros(rows.n, dtype=bool)
     same_ticker[1:] = tickers[1:] == tickers[:-1]
-    implied = np.full(len(prices), np.nan)
+    implied = np.full(rows.n, np.nan)
     implied[1:] = np.log(close[:-1] / close[1:])  # log(old price / new price) = log(new shares / old shares)
     implied[~same_ticker] = np.nan
     distance = np.abs(implied[:, None] - log_ratios[None, :])
-    best = np.nanargmin(np.where(np.isnan(distance), np.inf, distance), axis=1)
-    near = same_ticker & (distance[np.arange(len(prices)), best] < cfg.split_tolerance)
-    volume = prices["volume"].to_numpy(dtype=float)
-    starts = prices.groupby("ticker", sort=False).cumcount().to_numpy()  # row number within the ticker
-    factor = np.ones(len(prices))
+    best = np.argmin(np.where(np.isnan(distance), np.inf, distance), axis=1)  # no NaN left: argmin = nanargmin
+    near = same_ticker & (distance[np.arange(rows.n), best] < cfg.split_tolerance)
+    run_first, run_end = rows.runs()
+    run_of = np.repeat(np.arange(len(run_first)), run_end - run_first)
+    factor = np.ones(rows.n)
     events = []
     for row in np.flatnonzero(near):
-        first = row - starts[row]
-        last = first + int((tickers[first:] == tickers[row]).argmin() or len(tickers) - first) - 1
+        first, last = run_first[run_of[row]], run_end[run_of[row]] - 1
         pre = volume[max(first, row - VOLUME_WINDOW):row]
         post = volume[row:min(last + 1, row + VOLUME_WINDOW)]
         if len(pre) < 5 or len(post) < 5 or not (np.nanmedian(pre) > 0):
@@ -252,18 +392,17 @@ def _adjust_splits(prices: pd.DataFrame, cfg: ValidationConfig, report: QualityR
         text, ratio = ratios[best[row]]
         factor[first:row] *= ratio
         events.append({
-            "ticker": str(tickers[row]),
-            "date": f"{prices['date'].iloc[row]:%Y-%m-%d}",
+            "ticker": rows.names[tickers[row]],
+            "date": f"{pd.Timestamp(rows.dates[row]):%Y-%m-%d}",
             "ratio": text,
             "close_before": float(close[row - 1]),
             "close_after": float(close[row]),
             "volume_ratio": round(float(np.exp(volume_jump)), 3),
         })
     if events:
-        prices = prices.copy()
         for column in ("open", "high", "low", "close", "adj_close"):
-            prices[column] = prices[column] / factor
-        prices["volume"] = prices["volume"] * factor
+            rows.prices[column] = rows.prices[column] / factor
+        rows.prices["volume"] = rows.prices["volume"] * factor
     report.splits_adjusted.extend(events)
     report.add(
         "splits_adjusted",
@@ -271,36 +410,36 @@ def _adjust_splits(prices: pd.DataFrame, cfg: ValidationConfig, report: QualityR
         count=len(events),
         examples=[f"{e['ticker']} {e['date']} {e['ratio']}" for e in events[:MAX_EXAMPLES]],
     )
-    return prices
 
 
-def _extreme_moves(prices: pd.DataFrame, policy: str, max_abs_log_return: float, report: QualityReport) -> pd.DataFrame:
-    log_price = np.log(prices["adj_close"].to_numpy())
-    same_ticker = prices["ticker"].to_numpy()[1:] == prices["ticker"].to_numpy()[:-1]
-    jumps = np.zeros(len(prices), dtype=bool)
+def _extreme_moves(rows: _Rows, policy: str, max_abs_log_return: float, report: QualityReport) -> _Rows:
+    adj_close = rows.prices["adj_close"]
+    log_price = np.log(adj_close)
+    same_ticker = rows.tickers[1:] == rows.tickers[:-1]
+    jumps = np.zeros(rows.n, dtype=bool)
     jumps[1:] = same_ticker & (np.abs(np.diff(log_price)) > max_abs_log_return)
-    flagged = prices[jumps]
     limit = f"|log return| > {max_abs_log_return:g}"
     examples = []
-    for row_position in np.flatnonzero(jumps)[:MAX_EXAMPLES]:
-        before, after = prices.iloc[row_position - 1], prices.iloc[row_position]
+    for after in np.flatnonzero(jumps)[:MAX_EXAMPLES]:
+        before = after - 1
         examples.append(
-            f"{after['source']} data row {after['source_row']}: {after['ticker']} {after['date']:%Y-%m-%d} "
-            f"{before['adj_close']:g} -> {after['adj_close']:g} ({after['adj_close'] / before['adj_close'] - 1:+.1%})"
+            f"{rows.describe(int(after))} "
+            f"{adj_close[before]:g} -> {adj_close[after]:g} ({adj_close[after] / adj_close[before] - 1:+.1%})"
         )
-    tickers = flagged["ticker"].unique()
-    if policy == "fail" and len(flagged):
+    flagged = int(jumps.sum())
+    codes = np.unique(rows.tickers[jumps])  # ascending: the panel's ticker order
+    if policy == "fail" and flagged:
         raise DataValidationError(
-            f"{len(flagged)} one-day moves with {limit} (likely unadjusted splits), e.g. {examples[0]}; "
+            f"{flagged} one-day moves with {limit} (likely unadjusted splits), e.g. {examples[0]}; "
             "fix the data or set validation.extreme_move_policy to drop_ticker or keep"
         )
     if policy == "drop_ticker":
-        for ticker in tickers:
-            report.dropped_tickers[str(ticker)] = f"extreme one-day move ({limit})"
-        report.add("extreme_moves", f"{limit}: {len(tickers)} tickers dropped", count=len(flagged), examples=examples)
-        return prices[~prices["ticker"].isin(tickers)]
-    report.add("extreme_moves", f"{limit}: kept (policy keep)", count=len(flagged), examples=examples)
-    return prices
+        for code in codes:
+            report.dropped_tickers[rows.names[code]] = f"extreme one-day move ({limit})"
+        report.add("extreme_moves", f"{limit}: {len(codes)} tickers dropped", count=flagged, examples=examples)
+        return rows.without_tickers(list(codes)) if len(codes) else rows
+    report.add("extreme_moves", f"{limit}: kept (policy keep)", count=flagged, examples=examples)
+    return rows
 
 
 def _validate_benchmark(benchmark: pd.Series | None, report: QualityReport) -> pd.Series | None:
