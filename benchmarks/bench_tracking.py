@@ -79,7 +79,7 @@ def main() -> int:
 
     from mlflow import MlflowClient
 
-    from portfolio_mlops.stack import StackConfig, down, up
+    from portfolio_mlops.devstack import StackConfig, down, up
 
     root = Path(args.stack_dir) if args.stack_dir else Path(tempfile.mkdtemp(prefix="bench-tracking-"))
     root.chmod(0o755)  # PostgreSQL runs as its own user when we are root

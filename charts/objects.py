@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from charts.values import Resources
@@ -99,3 +100,27 @@ def http_probe(path: str, port: str, initial_delay: int, period: int = 10, failu
 def exec_probe(command: list[str], initial_delay: int, period: int = 10, failures: int = 3) -> Manifest:
     return {"exec": {"command": command}, "initialDelaySeconds": initial_delay,
             "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures}
+
+
+# --- reading objects back (the kind overlay's patches; the tests' cross-checks in tests/manifest_checks.py)
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
+
+
+def pod_templates(docs: Iterable[Manifest]) -> Iterator[tuple[Manifest, Manifest]]:
+    """(owner, pod template) for every workload: {"metadata": ..., "spec": PodSpec}."""
+    for doc in docs:
+        kind = doc.get("kind")
+        spec = doc.get("spec") or {}
+        if kind in WORKLOAD_KINDS:
+            yield doc, spec.get("template") or {}
+        elif kind == "CronJob":
+            yield doc, ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}
+        elif kind == "Pod":
+            yield doc, {"metadata": doc.get("metadata") or {}, "spec": spec}
+
+
+def cpu_millicores(quantity: str | int | float) -> float:
+    """A Kubernetes CPU quantity ("250m", "0.5", 2) in millicores."""
+    text = str(quantity).strip()
+    return float(text[:-1]) if text.endswith("m") else float(text) * 1000

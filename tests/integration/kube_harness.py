@@ -27,7 +27,7 @@ run here with the spec the cluster would give it. This library plays the kubelet
 
 Containers that are NOT ours (postgres, minio/seaweedfs, mc, the wait-for-postgres init container with
 the postgres image) cannot be pulled here: their roles are played by the local stack
-(portfolio_mlops.stack) on the Services' ports: Debian PostgreSQL on the `postgres` Service port with
+(portfolio_mlops.devstack) on the Services' ports: Debian PostgreSQL on the `postgres` Service port with
 the POSTGRES_USER/POSTGRES_PASSWORD/POSTGRES_DB the postgres container reads from its Secret, and
 SeaweedFS S3 on the `minio` Service port with the keys the create-bucket Job reads, the bucket that Job
 would make created with boto3. Such containers are listed as "played by a stand-in", never run.
@@ -890,9 +890,9 @@ def standin_roles(manifests: Manifests) -> StandinRoles:
 
 def start_standins(manifests: Manifests, base_dir: Path) -> Any:
     """Start Debian PostgreSQL and SeaweedFS on the Services' ports with the manifests' credentials
-    (portfolio_mlops.stack: the bucket is created with boto3, as the create-bucket Job would with mc).
+    (portfolio_mlops.devstack: the bucket is created with boto3, as the create-bucket Job would with mc).
     Returns the StackConfig; stop with `stop_standins(config)`."""
-    from portfolio_mlops.stack import StackConfig, start_service
+    from portfolio_mlops.devstack import StackConfig, start_service
 
     roles = standin_roles(manifests)
     config = StackConfig(base_dir=base_dir, postgres_port=roles.postgres_port, s3_port=roles.s3_port,
@@ -905,7 +905,7 @@ def start_standins(manifests: Manifests, base_dir: Path) -> Any:
 
 
 def stop_standins(config: Any) -> None:
-    from portfolio_mlops.stack import down
+    from portfolio_mlops.devstack import down
 
     down(config, purge=True)
 
@@ -1065,7 +1065,7 @@ class Standins:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        from portfolio_mlops.stack import StackConfig, down
+        from portfolio_mlops.devstack import StackConfig, down
 
         down(self.config or StackConfig(base_dir=self.base / "stack"), purge=True)
         shutil.rmtree(self.base, ignore_errors=True)

@@ -16,8 +16,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from portfolio_mlops.stack import (HOST, SERVICES, StackConfig, StackError, StackState, down, load_state, s3_client,
-                                   start_service, status, stop_service, up)
+from portfolio_mlops.devstack import (HOST, SERVICES, StackConfig, StackError, StackState, down, load_state, s3_client,
+                                      start_service, status, stop_service, up)
 
 pytestmark = pytest.mark.integration
 

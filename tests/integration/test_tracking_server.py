@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from portfolio_mlops import runner, tracking
 from portfolio_mlops.config import BenchmarkConfig, ModelSpec, RunConfig, TrackingConfig, WalkForwardConfig
 from portfolio_mlops.errors import TrackingError
-from portfolio_mlops.stack import s3_client, start_service, stop_service
+from portfolio_mlops.devstack import s3_client, start_service, stop_service
 from synthetic import random_walk_panel
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ def server(stack):
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
+def chain(server, tmp_path_factory):
     folder = tmp_path_factory.mktemp("signal-data")
     random_walk_panel(n_tickers=30, n_days=1000, seed=3, signal_strength=0.003).to_parquet(folder / "prices.parquet")
     cfg = RunConfig(
@@ -45,13 +45,13 @@ def chain(tmp_path_factory):
         tracking=TrackingConfig(experiment="server-tests", registered_model="server-ranker"),
     )
     output = tmp_path_factory.mktemp("signal-report")
-    return cfg, runner.run_chain(cfg, output), output
+    return cfg, runner.run_chain(cfg, output), output  # logged, registered and promoted on the stack's server
 
 
 @pytest.fixture(scope="module")
-def tracked(server, chain):
-    cfg, result, output = chain
-    return runner.track_and_promote(result, cfg, output)
+def tracked(chain):
+    _, result, _ = chain
+    return result.tracked, result.decision
 
 
 def _versions(client: MlflowClient, name: str) -> list:

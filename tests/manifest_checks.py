@@ -4,6 +4,10 @@ output of `kubectl kustomize k8s/overlays/<name>` parsed with yaml.safe_load_all
 Every check is a pure function of the documents (and plain parameters) that returns a list of
 human-readable problems; an empty list means the check passed. tests/test_k8s_checks.py runs them
 on every rendered overlay and on small hand-made sets that violate each one.
+
+Test code, so it lives with the tests: the renderer (charts/) needs none of it, and the rendered
+tree is committed and pinned by the drift test, so users get a checked tree without running these.
+(pod_templates and cpu_millicores, which the kind overlay also uses, live in charts/objects.py.)
 """
 
 from __future__ import annotations
@@ -12,11 +16,11 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from charts.objects import cpu_millicores, pod_templates
 from charts.values import MinioValues, PostgresValues, ProductionValues
 
 Doc = dict[str, Any]
 
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
 # Secrets that the production overlay documents as provided outside the rendered set.
 EXTERNAL_SECRETS = frozenset({PostgresValues().secret, MinioValues().secret, ProductionValues().auth_secret})
 
@@ -31,19 +35,6 @@ def _name(doc: Mapping[str, Any]) -> str:
 
 def _label(doc: Mapping[str, Any]) -> str:
     return f"{doc.get('kind', '?')} {_ns(doc)}/{_name(doc)}"
-
-
-def pod_templates(docs: Iterable[Doc]) -> Iterator[tuple[Doc, Doc]]:
-    """(owner, pod template) for every workload: {"metadata": ..., "spec": PodSpec}."""
-    for doc in docs:
-        kind = doc.get("kind")
-        spec = doc.get("spec") or {}
-        if kind in WORKLOAD_KINDS:
-            yield doc, spec.get("template") or {}
-        elif kind == "CronJob":
-            yield doc, ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}
-        elif kind == "Pod":
-            yield doc, {"metadata": doc.get("metadata") or {}, "spec": spec}
 
 
 def containers(pod_spec: Mapping[str, Any]) -> Iterator[Doc]:
@@ -223,12 +214,6 @@ def check_mlflow_wiring(docs: list[Doc], required: Mapping[str, Iterable[str]],
             elif not any(n in services for n in hits):
                 problems.append(f"{_label(owner)}: {role} Service {hits[0]!r} is not in the rendered set")
     return problems
-
-
-def cpu_millicores(quantity: str | int | float) -> float:
-    """A Kubernetes CPU quantity ("250m", "0.5", 2) in millicores."""
-    text = str(quantity).strip()
-    return float(text[:-1]) if text.endswith("m") else float(text) * 1000
 
 
 def pod_cpu_request(pod_spec: Mapping[str, Any]) -> float:
