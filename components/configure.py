@@ -2,6 +2,9 @@
 
 An artifact, not a string output: kfp.local 2.17 hands a ParallelFor body the loop item in place of
 an upstream task's *parameter* output (verified with a two-task pipeline), while artifacts pass intact.
+
+It runs on the train image: it checks every hyperparameter against scikit-learn's own constraints
+(sanity.check_config), and the ingest image carries no scikit-learn (tests/step_imports.py).
 """
 
 from kfp import dsl
@@ -10,7 +13,7 @@ from kfp.dsl import Dataset, Output
 from components.images import image
 
 
-@dsl.component(base_image=image("ingest"), install_kfp_package=False)
+@dsl.component(base_image=image("train"), install_kfp_package=False)
 def configure(
     config_yaml: str,
     data_source: str,
@@ -34,6 +37,7 @@ def configure(
 
     from portfolio_mlops.config import load_config
     from portfolio_mlops.errors import step_errors
+    from portfolio_mlops.options import from_parameters
     from portfolio_mlops.sanity import check_config
 
     with step_errors("configure"):
@@ -41,21 +45,12 @@ def configure(
         if config_yaml.strip():
             config_file = Path(tempfile.mkdtemp()) / "config.yaml"
             config_file.write_text(config_yaml, encoding="utf-8")
-
-        def given(value, unset):  # unset parameters keep the config file's (or the default) value
-            return None if value == unset else value
-
-        cfg = load_config(config_file, {
-            "data": given(data_source, ""),
-            "labels.horizon_days": given(horizon_days, 0),
-            "portfolio.top_n": given(top_n, 0),
-            "portfolio.cost_bps_per_side": given(cost_bps, -1.0),
-            "tracking.experiment": given(experiment, ""),
-            "tracking.registered_model": given(registered_model, ""),
-            "promotion.rank_by": given(rank_by, ""),
-            "promotion.min_ic_tstat": given(min_ic_tstat, -1.0),
-            "promotion.margin": given(margin, -1.0),
-        })
+        # The table (portfolio_mlops/options.py) maps each parameter to its config field; one left at its
+        # unset value keeps the config file's (or the default) value.
+        cfg = load_config(config_file, from_parameters(dict(
+            data_source=data_source, horizon_days=horizon_days, top_n=top_n, cost_bps=cost_bps,
+            experiment=experiment, registered_model=registered_model, rank_by=rank_by, min_ic_tstat=min_ic_tstat,
+            margin=margin)))
         if algorithms:
             cfg = cfg.with_algorithms([str(a) for a in algorithms])
         check_config(cfg)  # every hyperparameter against its estimator's constraints

@@ -14,7 +14,7 @@ def features(config: Input[Dataset], panel: Input[Dataset], features: Output[Dat
     from portfolio_mlops.data.ingest import load_panel
     from portfolio_mlops.errors import step_errors
     from portfolio_mlops.features import build_features
-    from portfolio_mlops.runner import save_features
+    from portfolio_mlops.artifacts import save_features
 
     cfg = RunConfig.model_validate_json(Path(config.path).read_text())
     with step_errors("features"):  # e.g. too little history for the labels: exit 2, one line, no retries

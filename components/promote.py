@@ -12,17 +12,20 @@ from components.images import image
 def promote(config: Input[Dataset], panel: Input[Dataset], features: Input[Dataset], models: Input[List[Model]],
             report: Output[HTML], summary: Output[Metrics], outputs: Output[Dataset]) -> str:
     """Returns the promotion decision line. `outputs` holds the whole report folder (summary.json, plots,
-    holdings, predictions); `report` is the same as one HTML page for the KFP UI."""
+    holdings, predictions); `report` is the same as one HTML page for the KFP UI. Tracking and promotion
+    run as the config's `tracking` section says (`run --no-tracking` / `--no-promote` set it)."""
     import json
     import math
     import os
     from pathlib import Path
 
+    from portfolio_mlops.artifacts import load_features, load_training
     from portfolio_mlops.config import RunConfig
     from portfolio_mlops.data.ingest import load_panel
     from portfolio_mlops.errors import step_errors
-    from portfolio_mlops.report import html_report
-    from portfolio_mlops.runner import assemble_chain, load_features, load_training, track_and_promote
+    from portfolio_mlops.registry import PROMOTE_METRICS, headlines
+    from portfolio_mlops.report import html_report, summary_json
+    from portfolio_mlops.runner import assemble_chain
 
     cfg = RunConfig.model_validate_json(Path(config.path).read_text())
     results = {}
@@ -36,20 +39,21 @@ def promote(config: Input[Dataset], panel: Input[Dataset], features: Input[Datas
     quality_path = Path(panel.path) / "quality.json"
     quality = json.loads(quality_path.read_text()) if quality_path.is_file() else None
     os.makedirs(outputs.path, exist_ok=True)
-    chain = assemble_chain(loaded_panel, load_features(features.path), results, cfg, outputs.path, quality)
+    loaded_features = load_features(features.path)
+    # A tracking failure: exit status 3, one line; the step's retries cover it. summary.json is written
+    # last, with the tracking record in it, so a failed attempt leaves none.
+    with step_errors("promote"):
+        chain = assemble_chain(loaded_panel, loaded_features, results, cfg, outputs.path, quality)
     line = "promotion: skipped (tracking disabled)"
-    if os.environ.get("PORTFOLIO_MLOPS_TRACKING", "on") != "off":
-        promote_models = os.environ.get("PORTFOLIO_MLOPS_PROMOTE", "on") != "off"
-        with step_errors("promote"):  # a tracking failure: exit status 3, one line; the step's retries cover it
-            tracked, decision = track_and_promote(chain, cfg, outputs.path, promote_models)
-        line = decision.summary_line() if decision else "promotion: skipped (--no-promote)"
-        summary.metadata["mlflow_parent_run_id"] = tracked.parent_run_id
-    final = json.loads((Path(outputs.path) / "summary.json").read_text())
+    if chain.tracked is not None:
+        line = chain.decision.summary_line() if chain.decision else "promotion: skipped (--no-promote)"
+        summary.metadata["mlflow_parent_run_id"] = chain.tracked.parent_run_id
+    final = json.loads(summary_json(chain.summary))  # as summary.json says it: NaN as null, plain numbers
     page = html_report(final, outputs.path)
     Path(report.path).write_text(page, encoding="utf-8")
     Path(outputs.path, "report.html").write_text(page, encoding="utf-8")  # the KFP UI's page, also in --output
     for name, block in final["algorithms"].items():
-        for key, value in (("net_sharpe", block["portfolio"]["net"]["sharpe"]), ("ic_tstat", block["signal"]["ic_tstat"])):
+        for key, value in headlines(block, PROMOTE_METRICS).items():
             if value is not None and math.isfinite(value):
                 summary.log_metric(f"{name}_{key}", float(value))
     summary.log_metric("promoted", 1.0 if (final.get("promotion") or {}).get("promoted") else 0.0)

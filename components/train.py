@@ -19,7 +19,9 @@ def train(config: Input[Dataset], algorithm: str, panel: Input[Dataset], feature
     from portfolio_mlops.evaluation import evaluate
     from portfolio_mlops.features import to_grid
     from portfolio_mlops.errors import step_errors
-    from portfolio_mlops.runner import load_features, save_training, train_all
+    from portfolio_mlops.artifacts import load_features, save_training
+    from portfolio_mlops.registry import TRAIN_METRICS, headlines
+    from portfolio_mlops.runner import train_all
 
     cfg = RunConfig.model_validate_json(Path(config.path).read_text()).with_algorithms([algorithm])
     loaded = load_features(features.path)
@@ -32,13 +34,7 @@ def train(config: Input[Dataset], algorithm: str, panel: Input[Dataset], feature
     quick = cfg.model_copy(update={"benchmarks": BenchmarkConfig(random_seeds=0, factors=[])})
     # Metrics only: no report folder is written for this look.
     summary = evaluate(loaded, to_grid(load_panel(panel.path).prices), {algorithm: result}, quick, None).summary
-    block = summary["algorithms"][algorithm]
-    figures = {
-        "ic_mean": block["signal"]["ic_mean"], "ic_tstat": block["signal"]["ic_tstat"],
-        "oos_r2": block["signal"]["oos_r2"], "net_cagr": block["portfolio"]["net"]["cagr"],
-        "net_sharpe": block["portfolio"]["net"]["sharpe"], "max_drawdown": block["portfolio"]["net"]["max_drawdown"],
-        "excess_vs_equal_weight": block["excess"]["equal_weight"]["ann_return"],
-    }
+    figures = headlines(summary["algorithms"][algorithm], TRAIN_METRICS)
     for name, value in figures.items():
         if value is not None and math.isfinite(value):
             metrics.log_metric(name, float(value))

@@ -6,7 +6,6 @@ and `pipeline compile | submit`.
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,11 +13,7 @@ from typing import Any, Sequence
 import yaml
 
 from portfolio_mlops import cli as core
-
-ENGINES = {
-    "kfp": "the Kubeflow pipeline through kfp.local, each step a separate process with typed artifacts",
-    "inprocess": "the same chain in this Python process (fastest to iterate)",
-}
+from portfolio_mlops.commands.run import Engine, run_inprocess
 
 
 def extend(sub: Any) -> None:
@@ -41,6 +36,7 @@ def extend(sub: Any) -> None:
     from pipelines.submit import add_submit_arguments
 
     add_submit_arguments(submit_parser)
+    pipeline.set_defaults(func=pipeline_command)
 
     k8s = sub.add_parser("k8s", help="render the Kubernetes manifests (k8s/base, k8s/overlays) from charts/",
                          description="Rewrite k8s/base and k8s/overlays/{kind,production,seaweedfs} from the typed "
@@ -48,6 +44,7 @@ def extend(sub: Any) -> None:
     k8s_commands = k8s.add_subparsers(dest="k8s_command", required=True, metavar="SUBCOMMAND")
     k8s_commands.add_parser("render", help="write the manifests").add_argument(
         "--output", metavar="DIR", default="k8s", help="root of the tree (default: k8s, the committed copy)")
+    k8s.set_defaults(func=k8s_command)
 
     cluster = sub.add_parser(
         "cluster", help="status of the deployed workloads, or wait until they are ready (kubernetes client)",
@@ -61,7 +58,7 @@ def extend(sub: Any) -> None:
     cluster.set_defaults(func=cluster_command)
 
 
-def pipeline_command(args: argparse.Namespace, _cfg: Any) -> int:
+def pipeline_command(args: argparse.Namespace) -> int:
     if args.pipeline_command == "compile":
         from pipelines.compile import compile_pipeline
 
@@ -79,7 +76,7 @@ def cluster_command(args: argparse.Namespace) -> int:
     return run_command(args)
 
 
-def k8s_command(args: argparse.Namespace, _cfg: Any) -> int:
+def k8s_command(args: argparse.Namespace) -> int:
     from charts.render import render_tree
 
     written = render_tree(args.output)
@@ -95,14 +92,12 @@ def pipeline_parameters(cfg: Any) -> dict[str, Any]:
     return {"config_yaml": yaml.safe_dump(payload, sort_keys=False), "algorithms": [m.name for m in cfg.models]}
 
 
-def run_kfp(args: argparse.Namespace, cfg: Any) -> int:
+def run_kfp(args: argparse.Namespace, cfg: Any, _progress: Any = None) -> int:
+    """`run --engine kfp`; args.output is the run's partial folder (portfolio_mlops.commands.run.in_session)."""
     from pipelines.local import run_local
     from portfolio_mlops.report import summary_table
 
-    if args.no_tracking:
-        os.environ["PORTFOLIO_MLOPS_TRACKING"] = "off"
-    if args.no_promote:
-        os.environ["PORTFOLIO_MLOPS_PROMOTE"] = "off"
+    # --no-tracking / --no-promote are in cfg.tracking, which reaches the promote step in config_yaml.
     report_dir = getattr(args, "report_dir", Path(args.output).resolve())
     if not args.quiet:
         print(f"[pipeline] kfp.local: configure -> ingest -> features -> train x{len(cfg.models)} -> promote; "
@@ -121,6 +116,11 @@ def run_kfp(args: argparse.Namespace, cfg: Any) -> int:
     return 0
 
 
+ENGINES = {
+    "kfp": Engine("the Kubeflow pipeline through kfp.local, each step a separate process with typed artifacts", run_kfp),
+    "inprocess": Engine("the same chain in this Python process (fastest to iterate)", run_inprocess),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = core.build_parser(ENGINES, default_engine="kfp", extend=extend)
-    return core.main(argv, parser, {"run:kfp": run_kfp, "pipeline": pipeline_command, "k8s": k8s_command})
+    return core.main(argv, core.build_parser(ENGINES, default_engine="kfp", extend=extend))

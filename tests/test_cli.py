@@ -233,7 +233,7 @@ def test_config_prints_yaml_that_load_config_reads_back_to_the_defaults(tmp_path
 
 
 def test_weekly_preset_sets_a_five_day_label_and_weekly_rebalance_and_explicit_flags_win(capsys):
-    from portfolio_mlops.cli import _load_config, build_parser
+    from portfolio_mlops.cli import build_parser, config_from_args
 
     assert main(["config", "--preset", "weekly"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
@@ -243,8 +243,28 @@ def test_weekly_preset_sets_a_five_day_label_and_weekly_rebalance_and_explicit_f
     assert printed["portfolio"] == RunConfig().portfolio.model_dump(mode="json")  # costs are not hidden by it
 
     args = build_parser().parse_args(["train", "--features", "f", "--output", "o", "--preset", "weekly", "--horizon", "10"])
-    cfg = _load_config(args)
+    cfg = config_from_args(args)
     assert (cfg.labels.horizon_days, cfg.walk_forward.rebalance_every_days) == (10, 5)
+
+
+def test_each_settings_flag_sets_the_config_field_the_options_table_names():
+    from portfolio_mlops.cli import build_parser, config_from_args
+    from portfolio_mlops.options import OPTIONS
+
+    given = {int: "30", float: "12.5", str: "/data/prices.csv"}
+    flags = [option for option in OPTIONS if option.flag is not None]
+    assert {o.flag for o in flags} >= {"--data", "--horizon", "--top-n", "--cost-bps", "--no-tracking"}
+    for option in flags:
+        words = [option.flag] if option.switch is not None else [option.flag, given[option.type]]
+        cfg = config_from_args(build_parser().parse_args(["run", *words]))
+        value = cfg
+        for part in option.path.split("."):
+            value = getattr(value, part)
+        assert value == (option.switch if option.switch is not None else option.type(given[option.type])), option.flag
+        default = RunConfig()
+        for part in option.path.split("."):
+            default = getattr(default, part)
+        assert value != default, f"{option.flag} must change {option.path}"
 
 
 def test_config_prints_the_effective_configuration_of_a_given_file(market, tmp_path, capsys):

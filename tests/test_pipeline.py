@@ -92,6 +92,50 @@ def test_components_import_the_core_inside_their_body():
         assert component.component_spec.implementation.container.image.startswith(images.registry())
 
 
+# A value that is valid for each setting and differs from its default (and from its unset value).
+GIVEN = {"data": "/data/prices.csv", "labels.horizon_days": 7, "portfolio.top_n": 7, "portfolio.cost_bps_per_side": 12.5,
+         "tracking.experiment": "other-experiment", "tracking.registered_model": "other-model",
+         "promotion.rank_by": "icir", "promotion.min_ic_tstat": 1.5, "promotion.margin": 0.25}
+
+
+def _field(cfg, path):
+    value = cfg
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def test_the_pipeline_parameters_are_the_options_table_with_its_unset_values_plus_config_and_algorithms(spec):
+    from portfolio_mlops.options import pipeline_parameters
+
+    declared = spec[0]["root"]["inputDefinitions"]["parameters"]
+    table = pipeline_parameters()
+    assert set(declared) == {"config_yaml", "algorithms", *table}
+    assert {name: declared[name]["defaultValue"] for name in table} == {name: o.unset for name, o in table.items()}
+    assert set(configure.component_spec.inputs) == set(declared), "configure takes every pipeline parameter"
+
+
+def test_configure_sets_each_given_parameter_on_its_config_field_and_keeps_the_yaml_for_unset_ones(tmp_path):
+    import json
+
+    from kfp.dsl import Dataset
+
+    from portfolio_mlops.config import RunConfig
+    from portfolio_mlops.options import pipeline_parameters
+
+    table = pipeline_parameters()
+    unset = {name: option.unset for name, option in table.items()}
+    yaml_text = yaml.safe_dump({"portfolio": {"top_n": 11}, "promotion": {"margin": 0.5}})
+    for name, option in table.items():
+        output = Dataset(name="config", uri=str(tmp_path / f"{name}.json"))
+        configure.python_func(config_yaml=yaml_text, algorithms=[], config=output,
+                              **{**unset, name: GIVEN[option.path]})
+        cfg = RunConfig.model_validate(json.loads(Path(output.path).read_text()))
+        assert _field(cfg, option.path) == GIVEN[option.path], name
+        assert cfg.portfolio.top_n == (7 if name == "top_n" else 11)  # the others keep config_yaml's value
+        assert cfg.promotion.margin == (0.25 if name == "margin" else 0.5)
+
+
 def test_configure_rejects_a_bad_parameter_naming_the_field(tmp_path, capsys):
     from kfp.dsl import Dataset
 

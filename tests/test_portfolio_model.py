@@ -56,10 +56,9 @@ def tracked(tmp_path_factory):
         # Permissive: the test is about what the champion answers, not whether it deserves the title.
         promotion=PromotionPolicy(min_ic_tstat=-1e9, min_excess_vs_equal_weight=-1e9),
     )
-    chain = runner.run_chain(cfg, root / "report")
-    run, decision = runner.track_and_promote(chain, cfg, root / "report")
-    assert decision.promoted
-    return cfg, chain, run, root
+    chain = runner.run_chain(cfg, root / "report")  # tracked and promoted: cfg.tracking is on by default
+    assert chain.decision.promoted
+    return cfg, chain, chain.tracked, root
 
 
 @pytest.fixture(scope="module")

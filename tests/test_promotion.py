@@ -298,3 +298,52 @@ def test_a_version_registered_before_the_hac_t_falls_back_to_the_monthly_t_and_s
     passing_old = evidence_from_tags("1", {**old_tags, "ic_tstat": "2.5"})
     assert "IC t-stat 2.50 >= 2.00 (registered before ic_hac_tstat" in decide([passing_old], None, POLICY).reasons[0]
     assert decide([evidence_from_tags("1", new_tags)], None, POLICY).promoted
+
+
+# --- the registry contract (portfolio_mlops/registry.py): what tracking tags, promotion reads back -------
+
+def _summary_block(net_sharpe=0.8, icir=0.4, ic_tstat=2.5, ic_hac_tstat=2.2, excess=0.031):
+    """One algorithm's block of summary.json, as report.py writes it (only the fields that matter here)."""
+    return {"signal": {"ic_mean": 0.02, "icir": icir, "ic_tstat": ic_tstat, "ic_hac_tstat": ic_hac_tstat, "oos_r2": 0.001},
+            "portfolio": {"net": {"sharpe": net_sharpe, "cagr": 0.09, "max_drawdown": -0.3}, "gross": {}},
+            "excess": {"equal_weight": {"ann_return": excess}}}
+
+
+def test_the_metrics_tracking_tags_on_a_version_are_the_evidence_promotion_reads_back():
+    from portfolio_mlops import registry
+
+    block = _summary_block(net_sharpe=0.1 + 0.2)  # a float whose repr must survive the round trip exactly
+    tags = {registry.ALGORITHM: "lasso", registry.DATA_DIGEST: "sha256:d",
+            **{name: registry.metric_tag(value) for name, value in registry.key_metrics(block).items()}}
+
+    read = evidence_from_tags("3", tags)
+
+    assert (read.algorithm, read.data_digest) == ("lasso", "sha256:d")
+    assert (read.net_sharpe, read.icir, read.ic_tstat, read.ic_hac_tstat, read.excess_vs_equal_weight) == (
+        0.1 + 0.2, 0.4, 2.5, 2.2, 0.031)
+    assert not read.legacy
+
+
+def test_a_headline_metric_the_summary_lacks_is_none_and_tags_as_nan():
+    from portfolio_mlops import registry
+
+    block = _summary_block(ic_hac_tstat=None)
+    del block["excess"]["equal_weight"]
+
+    assert registry.headline(block, "excess_vs_equal_weight") is None
+    assert registry.headline(block, "ic_hac_tstat") is None
+    tagged = {name: registry.metric_tag(value) for name, value in registry.key_metrics(block).items()}
+    assert tagged["excess_vs_equal_weight"] == tagged["ic_hac_tstat"] == "nan"
+    assert registry.headlines(block, registry.TRAIN_METRICS)["net_sharpe"] == 0.8
+
+
+def test_the_evaluation_digest_changes_with_the_evaluation_settings_and_not_with_the_model():
+    from portfolio_mlops import registry
+    from portfolio_mlops.config import RunConfig
+
+    base = RunConfig()
+    other_model = base.with_algorithms(["lasso"])
+    other_costs = base.model_copy(update={"portfolio": base.portfolio.model_copy(update={"cost_bps_per_side": 25.0})})
+
+    assert registry.evaluation_digest(other_model) == registry.evaluation_digest(base)
+    assert registry.evaluation_digest(other_costs) != registry.evaluation_digest(base)

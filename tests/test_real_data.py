@@ -37,7 +37,7 @@ def test_ingest_reads_every_row_back_adjusts_the_split_and_flags_the_other_corpo
 
 def test_chain_on_real_data_stays_within_realistic_magnitudes(tmp_path):
     cfg = load_config(None, {"data": str(REAL), "portfolio.top_n": 50, "walk_forward.min_train_days": 252,
-                             "benchmarks.random_seeds": 5}).with_algorithms(["ridge", "lasso"])
+                             "benchmarks.random_seeds": 5, "tracking.enabled": False}).with_algorithms(["ridge", "lasso"])
     summary = run_chain(cfg, tmp_path).summary
     assert "index" not in summary["benchmarks"]  # this layout has no index series
     for name, algorithm in summary["algorithms"].items():

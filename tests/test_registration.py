@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from cli_runs import SCRIPT, Workspace, write_market
-from portfolio_mlops import tracking
+from portfolio_mlops import registry, tracking
 
 
 @pytest.fixture
@@ -35,9 +35,9 @@ def test_promote_ignores_and_reports_versions_whose_run_has_no_completion_mark(w
     experiment = client.get_experiment_by_name("sp500-stock-ranking").experiment_id
     newest, older = [r for r in client.search_runs([experiment], order_by=["attributes.start_time DESC"])
                      if "mlflow.parentRunId" not in r.data.tags]
-    assert newest.data.tags[tracking.REGISTRATION_TAG] == "complete"
+    assert newest.data.tags[registry.REGISTRATION_TAG] == "complete"
     # What a kill between the last registration and the mark leaves: the versions, no mark.
-    client.delete_tag(newest.info.run_id, tracking.REGISTRATION_TAG)
+    client.delete_tag(newest.info.run_id, registry.REGISTRATION_TAG)
 
     named = ws.run([str(SCRIPT), "promote", "--run-id", newest.info.run_id])
     latest = ws.run([str(SCRIPT), "promote"])
@@ -59,19 +59,19 @@ def test_the_janitor_closes_a_killed_runs_parent_and_deletes_its_unmarked_versio
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True).stdout)
     experiment = client.create_experiment("janitor")
-    tags = {tracking.HOST_TAG: socket.gethostname(), tracking.PID_TAG: str(dead)}
+    tags = {registry.HOST_TAG: socket.gethostname(), registry.PID_TAG: str(dead)}
     killed = client.create_run(experiment, tags=tags)  # RUNNING, its process gone, no completion mark
-    finished = client.create_run(experiment, tags={**tags, tracking.REGISTRATION_TAG: "complete"})
+    finished = client.create_run(experiment, tags={**tags, registry.REGISTRATION_TAG: "complete"})
     client.set_terminated(finished.info.run_id, "FINISHED")
     client.create_registered_model("m")
     for parent in (killed, killed, finished):
         client.create_model_version("m", "file:///nowhere", run_id=parent.info.run_id,
-                                    tags={tracking.PARENT_TAG: parent.info.run_id})
+                                    tags={registry.PARENT_TAG: parent.info.run_id})
 
     closed = tracking.fail_abandoned_runs(client, experiment, "m")
 
     assert closed == [killed.info.run_id]
     run = client.get_run(killed.info.run_id)
     assert run.info.status == "FAILED" and run.data.tags["failure"].startswith("abandoned: process")
-    left = [(str(v.version), v.tags[tracking.PARENT_TAG]) for v in client.search_model_versions("name='m'")]
+    left = [(str(v.version), v.tags[registry.PARENT_TAG]) for v in client.search_model_versions("name='m'")]
     assert left == [("3", finished.info.run_id)]

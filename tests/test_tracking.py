@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from portfolio_mlops import __version__, promotion, runner, tracking
+from portfolio_mlops import __version__, promotion, registry, runner, tracking
 from portfolio_mlops.cli import main
 from portfolio_mlops.config import (BenchmarkConfig, ModelSpec, PortfolioConfig, RunConfig, TrackingConfig,
                                    WalkForwardConfig)
@@ -73,9 +73,8 @@ class LoggedChain:
 def log_and_promote(root: Path, name: str, seed: int, signal_strength: float) -> LoggedChain:
     cfg = small_config(canonical_folder(root / name, seed, signal_strength))
     output = root / f"{name}-report"
-    chain = runner.run_chain(cfg, output)
-    tracked, decision = runner.track_and_promote(chain, cfg, output)
-    return LoggedChain(cfg, chain, tracked, decision, output)
+    chain = runner.run_chain(cfg, output)  # tracked, registered and promoted: cfg.tracking is on by default
+    return LoggedChain(cfg, chain, chain.tracked, chain.decision, output)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +106,7 @@ def version_of(run: LoggedChain, algorithm: str, client: MlflowClient):
 
 
 def champion_version(client: MlflowClient) -> str:
-    return str(client.get_model_version_by_alias(MODEL_NAME, promotion.CHAMPION).version)
+    return str(client.get_model_version_by_alias(MODEL_NAME, registry.CHAMPION).version)
 
 
 # --- runs -----------------------------------------------------------------------------------------------
@@ -371,7 +370,7 @@ def test_the_same_model_evaluated_with_lower_assumed_costs_is_not_promoted_over_
     decisions = []
     for cost_bps in (30.0, 0.0):  # same data, same model; only the assumed cost differs
         cfg, output = ridge_at(cost_bps), store / f"cost-{cost_bps:g}bps"
-        decisions.append(runner.track_and_promote(runner.run_chain(cfg, output), cfg, output)[1])
+        decisions.append(runner.run_chain(cfg, output).decision)
 
     assert decisions[0].promoted  # the 30 bps version became champion
     assert not decisions[1].promoted

@@ -41,7 +41,12 @@ def write_text(target: str | os.PathLike[str], text: str) -> None:
 
 
 def write_json(target: str | os.PathLike[str], payload: Any) -> None:
-    write_text(target, json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n")
+    write_text(target, json_text(payload))
+
+
+def json_text(payload: Any) -> str:
+    """The JSON text write_json writes (indented, keys in their order, a final newline)."""
+    return json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n"
 
 
 def write_parquet(target: str | os.PathLike[str], frame: pd.DataFrame) -> None:

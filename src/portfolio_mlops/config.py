@@ -118,7 +118,8 @@ class ModelSpec(_Strict):
     )
     validation_fraction: float = Field(0.2, gt=0, lt=0.9)
     train_sample_every_days: int = Field(
-        1, ge=1, description="Use every k-th date's cross-section for training (linear models use all dates for free)."
+        1, ge=1, description="Train on one date's cross-section per block of k trading days, at an offset drawn "
+        "with the run's seed (linear models use all dates for free).",
     )
 
     @property
@@ -133,8 +134,10 @@ def default_models() -> list[ModelSpec]:
         ModelSpec(algorithm="elasticnet", params={"alpha": 1e-4, "l1_ratio": 0.5}),
         ModelSpec(
             algorithm="hgb",
-            params={"max_iter": 60, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 500, "l2_regularization": 1.0},
-            train_sample_every_days=5,
+            # 30 trees at 0.1 on one seeded-random date per 10 (was 60 at 0.05 on every 5th date): ~3x faster,
+            # out-of-sample IC unchanged within its standard error (README, "Features and models").
+            params={"max_iter": 30, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 500, "l2_regularization": 1.0},
+            train_sample_every_days=10,
         ),
     ]
 
@@ -157,9 +160,17 @@ class BenchmarkConfig(_Strict):
 
 
 class TrackingConfig(_Strict):
-    """Where runs go. The tracking server itself comes from MLFLOW_TRACKING_URI (unset: MLflow's own
-    embedded default, a sqlite store `mlflow.db` and `mlruns/` in the working directory)."""
+    """Whether and where runs go. The tracking server itself comes from MLFLOW_TRACKING_URI (unset: MLflow's
+    own embedded default, a sqlite store `mlflow.db` and `mlruns/` in the working directory)."""
 
+    enabled: bool = Field(
+        True, description="Log the run to MLflow and register one model version per algorithm "
+        "(`run --no-tracking` sets False; then promotion is skipped too).",
+    )
+    promote: bool = Field(
+        True, description="After registering, judge the versions and move the champion alias on evidence "
+        "(`run --no-promote` sets False: log and register only).",
+    )
     experiment: str = "sp500-stock-ranking"
     registered_model: str = "sp500-stock-ranker"
     equity_curve_every_days: int = Field(

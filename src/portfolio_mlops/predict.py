@@ -8,7 +8,6 @@ without --data), then sent as raw rows to the registered prices-to-portfolio mod
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,14 @@ import pandas as pd
 
 from portfolio_mlops import atomic
 from portfolio_mlops.errors import ConfigError, ModelInputError, ModelResolutionError
-
-_ALIAS_URI = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[A-Za-z0-9_-]+)$")
-_VERSION_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
+from portfolio_mlops.registry import ALGORITHM, ALIAS_URI, VERSION_URI
 
 
 def resolve(client, model_uri: str) -> tuple[str, str, str]:
     """models:/<name>@<alias> or models:/<name>/<version> -> (name, version, pinned URI of that version)."""
     from mlflow.exceptions import MlflowException
 
-    alias_match, version_match = _ALIAS_URI.match(model_uri), _VERSION_URI.match(model_uri)
+    alias_match, version_match = ALIAS_URI.fullmatch(model_uri), VERSION_URI.fullmatch(model_uri)
     if not (alias_match or version_match):
         raise ConfigError(f"--model-uri: expected models:/<name>@<alias> or models:/<name>/<version>, got {model_uri!r}")
     name = (alias_match or version_match)["name"]
@@ -100,7 +97,7 @@ def run_command(args: argparse.Namespace) -> int:
                               f"{LONGEST_LOOKBACK_DAYS} trading days of rows; the file has {days}")
     prices, _, report = validate_prices(raw, python_model.config.validation)
     portfolio = predict_portfolio(model, request_rows(prices), args.as_of)
-    algorithm = client.get_model_version(name, version).tags.get("algorithm", "?")
+    algorithm = client.get_model_version(name, version).tags.get(ALGORITHM, "?")
     held = portfolio[portfolio["selected"]]
     cfg = python_model.config.portfolio
     print(f"model {model_uri} -> v{version} ({algorithm}); data {raw.layout} {report.start}..{report.end} "

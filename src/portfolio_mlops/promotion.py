@@ -6,7 +6,7 @@ registry (re-evaluating the champion on the current data when it was judged on o
 the decision (aliases, tags) and records it with its reasons. Re-running `promote` for the same
 pipeline run when nothing else has changed returns the recorded decision and writes nothing.
 
-Only versions whose parent run carries the registration completion mark (tracking.REGISTRATION_TAG,
+Only versions whose parent run carries the registration completion mark (registry.REGISTRATION_TAG,
 written after the last version) are candidates: a run stopped mid-registration is ignored and named.
 """
 
@@ -18,12 +18,10 @@ from statistics import NormalDist
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from portfolio_mlops import registry
 from portfolio_mlops.config import PromotionPolicy
 from portfolio_mlops.errors import PromotionError
-from portfolio_mlops.tracking import PARENT_TAG, REGISTRATION_TAG, registration_complete
-
-CHAMPION = "champion"
-CHALLENGER = "challenger"
+from portfolio_mlops.registry import CHALLENGER, CHAMPION, PARENT_TAG, REGISTRATION_TAG, registration_complete
 
 
 @dataclass(frozen=True)
@@ -162,12 +160,9 @@ def decide(candidates: list[Evidence], champion: Evidence | None, policy: Promot
 
 def evidence_from_tags(version: str, tags: dict[str, str]) -> Evidence:
     def number(key: str) -> float:
-        try:
-            return float(tags.get(key, "nan"))
-        except ValueError:
-            return float("nan")
+        return registry.tag_number(tags, key)
 
-    return Evidence(version, tags.get("algorithm", "?"), tags.get("data_digest", ""), number("net_sharpe"),
+    return Evidence(version, tags.get(registry.ALGORITHM, "?"), tags.get(registry.DATA_DIGEST, ""), number("net_sharpe"),
                     number("icir"), number("ic_tstat"), number("excess_vs_equal_weight"),
                     number("ic_hac_tstat"), "ic_hac_tstat" not in tags)
 
@@ -198,7 +193,7 @@ def _promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reeva
 
     client = client or MlflowClient()
     parent = client.get_run(parent_run_id)
-    recorded = parent.data.tags.get("promotion.result")
+    recorded = parent.data.tags.get(registry.PROMOTION_RESULT)
     current_champion = _alias_version(client, model_name, CHAMPION)
     if recorded:
         try:
@@ -216,7 +211,7 @@ def _promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reeva
         raise PromotionError(incomplete_note(parent_run_id, len(versions)))
     candidates = [evidence_from_tags(str(v.version), v.tags) for v in versions]
     digest = candidates[0].data_digest
-    settings = versions[0].tags.get("evaluation_digest", "")
+    settings = versions[0].tags.get(registry.EVALUATION_DIGEST, "")
     champion = None
     notes = []
     if current_champion is not None and current_champion not in {c.version for c in candidates}:
@@ -224,18 +219,18 @@ def _promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reeva
         champion = evidence_from_tags(current_champion, champion_version.tags)
         # Comparable only on the same data AND under the same evaluation settings: the same model
         # judged at lower assumed costs or over another window must not beat itself.
-        if champion.data_digest != digest or champion_version.tags.get("evaluation_digest", "") != settings:
+        if champion.data_digest != digest or champion_version.tags.get(registry.EVALUATION_DIGEST, "") != settings:
             if reevaluate is None:
                 raise PromotionError(f"{CHAMPION} v{current_champion} was evaluated on other data or settings "
                                      f"({champion.data_digest[:19]}...); re-evaluation on the current data is needed")
-            measured = reevaluate(champion_version.tags["config"], versions[0].tags["config"])
+            measured = reevaluate(champion_version.tags[registry.CONFIG], versions[0].tags[registry.CONFIG])
             champion = Evidence(current_champion, champion.algorithm, digest, measured["net_sharpe"],
                                 measured["icir"], measured["ic_tstat"], measured["excess_vs_equal_weight"],
                                 measured.get("ic_hac_tstat", float("nan")), "ic_hac_tstat" not in measured)
             notes.append(f"{CHAMPION} {champion.label()} re-evaluated on the current data and settings: "
                          f"{policy.rank_by.replace('_', ' ')} {champion.score(policy.rank_by):.3f}")
             for key, value in measured.items():
-                client.set_model_version_tag(model_name, current_champion, f"reevaluated.{digest[7:19]}.{key}", repr(value))
+                client.set_model_version_tag(model_name, current_champion, registry.reevaluated_tag(digest, key), repr(value))
     elif current_champion is not None:
         champion = next(c for c in candidates if c.version == current_champion)
 
@@ -252,12 +247,13 @@ def _promote(model_name: str, parent_run_id: str, policy: PromotionPolicy, reeva
     except MlflowException as exc:
         raise PromotionError(f"could not move the aliases of {model_name!r}: {exc}") from exc
     for version, verdict in decision.candidates.items():
-        client.set_model_version_tag(model_name, version, "promotion.decision", verdict["decision"])
-        client.set_model_version_tag(model_name, version, "promotion.reasons", "; ".join(verdict["reasons"])[:4900] or "-")
-    client.set_tag(parent_run_id, "promotion.decision", "promoted" if decision.promoted else "not promoted")
-    client.set_tag(parent_run_id, "promotion.reasons", "; ".join(decision.reasons)[:4900])
-    client.set_tag(parent_run_id, "promotion.champion", decision.champion_after or "none")
-    client.set_tag(parent_run_id, "promotion.result", json.dumps(decision.to_dict())[:7900])
+        client.set_model_version_tag(model_name, version, registry.PROMOTION_DECISION, verdict["decision"])
+        client.set_model_version_tag(model_name, version, registry.PROMOTION_REASONS,
+                                     "; ".join(verdict["reasons"])[:4900] or "-")
+    client.set_tag(parent_run_id, registry.PROMOTION_DECISION, "promoted" if decision.promoted else "not promoted")
+    client.set_tag(parent_run_id, registry.PROMOTION_REASONS, "; ".join(decision.reasons)[:4900])
+    client.set_tag(parent_run_id, registry.PROMOTION_CHAMPION, decision.champion_after or "none")
+    client.set_tag(parent_run_id, registry.PROMOTION_RESULT, json.dumps(decision.to_dict())[:7900])
     return decision
 
 
@@ -318,10 +314,10 @@ def list_versions(model_name: str, client=None) -> list[dict[str, Any]]:
         tags = v.tags
         rows.append({
             "version": int(v.version), "aliases": sorted(aliases.get(str(v.version), [])),
-            "algorithm": tags.get("algorithm", "?"), "net_sharpe": tags.get("net_sharpe"),
+            "algorithm": tags.get(registry.ALGORITHM, "?"), "net_sharpe": tags.get("net_sharpe"),
             "ic_tstat": tags.get("ic_tstat"), "ic_hac_tstat": tags.get("ic_hac_tstat"),
             "excess_vs_equal_weight": tags.get("excess_vs_equal_weight"),
-            "data_digest": tags.get("data_digest", ""), "decision": tags.get("promotion.decision", "-"),
-            "reasons": tags.get("promotion.reasons", ""), "run_id": v.run_id,
+            "data_digest": tags.get(registry.DATA_DIGEST, ""), "decision": tags.get(registry.PROMOTION_DECISION, "-"),
+            "reasons": tags.get(registry.PROMOTION_REASONS, ""), "run_id": v.run_id,
         })
     return sorted(rows, key=lambda r: -r["version"])

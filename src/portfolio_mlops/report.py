@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 
 from portfolio_mlops import atomic, metrics  # noqa: E402
 from portfolio_mlops.evaluation import Evaluation  # noqa: E402
+from portfolio_mlops.registry import headline  # noqa: E402
 
 
 def _clean(value: Any) -> Any:
@@ -31,9 +32,8 @@ def _clean(value: Any) -> Any:
 
 
 def write_outputs(evaluation: Evaluation, predictions: dict[str, pd.DataFrame], refits: dict[str, list],
-                  summary: dict[str, Any], output_dir: str | Path,
-                  portfolios: dict[str, pd.DataFrame] | None = None) -> dict[str, Path]:
-    """Write every artefact atomically; returns name -> path.
+                  output_dir: str | Path, portfolios: dict[str, pd.DataFrame] | None = None) -> dict[str, Path]:
+    """Write every artefact but summary.json atomically (write_summary comes last); returns name -> path.
 
     `portfolios`: per algorithm, the book for the decision after the data's last date
     (backtest.decision_portfolio columns), written as portfolio_<algo>.csv.
@@ -59,9 +59,19 @@ def write_outputs(evaluation: Evaluation, predictions: dict[str, pd.DataFrame], 
     with atomic.atomic_path(written["daily_returns"]) as tmp:
         daily.to_csv(tmp, index=False, float_format="%.8g")
     written.update(plot_all(evaluation, out))
-    written["summary"] = out / "summary.json"
-    atomic.write_json(written["summary"], _clean(summary))  # last: its presence marks a complete run
     return written
+
+
+def write_summary(summary: dict[str, Any], output_dir: str | Path) -> Path:
+    """summary.json, written once at the end of a run: its presence marks a complete report."""
+    path = Path(output_dir) / "summary.json"
+    atomic.write_text(path, summary_json(summary))
+    return path
+
+
+def summary_json(summary: dict[str, Any]) -> str:
+    """The text of summary.json (also logged to MLflow as the parent run's artifact)."""
+    return atomic.json_text(_clean(summary))
 
 
 def plot_all(evaluation: Evaluation, out: Path) -> dict[str, Path]:
@@ -211,7 +221,7 @@ def _picks_html(summary: dict[str, Any], promotion: dict[str, Any], out: Path) -
     else:
         version = None
         ranked = sorted(summary.get("algorithms", {}).items(),
-                        key=lambda item: -(item[1]["portfolio"]["net"].get("sharpe") or -math.inf))
+                        key=lambda item: -(headline(item[1], "net_sharpe") or -math.inf))
         whose = "best candidate by net Sharpe (promotion not run)"
     algorithm = candidates[version]["algorithm"] if version else (ranked[0][0] if ranked else None)
     path = out / f"portfolio_{algorithm}.csv"

@@ -1,17 +1,17 @@
-"""The in-process chain: ingest -> features -> walk-forward per algorithm -> evaluation -> report.
+"""The in-process chain: ingest -> features -> walk-forward per algorithm -> evaluation -> report
+-> (tracking -> promotion, as RunConfig.tracking says) -> summary.json.
 
-Each step also exists on its own (the CLI's ingest/features/train/backtest commands), exchanging
-files in a work folder; `run_chain` calls the same functions in memory.
+Each step also exists on its own (the CLI's ingest/features/train/backtest commands, the pipeline's
+components), exchanging files in a work folder (artifacts.py); `run_chain` calls the same functions
+in memory. Tracking and promotion return their record; summary.json is written once, last.
 """
 
 from __future__ import annotations
 
-import json
-import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -19,12 +19,26 @@ from portfolio_mlops import atomic
 from portfolio_mlops.backtest import decision_portfolio
 from portfolio_mlops.config import PortfolioConfig, RunConfig
 from portfolio_mlops.data.ingest import Panel, build_panel, load_panel, write_panel
-from portfolio_mlops.evaluation import Evaluation, evaluate
 from portfolio_mlops.features import FeatureSet, build_features, to_grid
 from portfolio_mlops.outputs import current_run_id, new_run_id
 from portfolio_mlops.progress import Progress, null_progress
-from portfolio_mlops.report import summary_table, write_outputs
-from portfolio_mlops.walk_forward import WalkForwardResult, walk_forward_predictions
+
+# evaluation and walk_forward load scikit-learn, report loads matplotlib: imported where used, so a
+# pipeline step that only saves or loads artifacts (features) loads neither (issue 13).
+if TYPE_CHECKING:
+    from portfolio_mlops.evaluation import Evaluation
+    from portfolio_mlops.promotion import Decision
+    from portfolio_mlops.tracking import TrackedRun
+    from portfolio_mlops.walk_forward import WalkForwardResult
+
+
+def __getattr__(name: str) -> Any:
+    """`runner.summary_table` stays importable without loading matplotlib with this module."""
+    if name == "summary_table":
+        from portfolio_mlops.report import summary_table
+
+        return summary_table
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -36,9 +50,14 @@ class ChainResult:
     timings: dict[str, float]
     panel: Panel
     features: FeatureSet
+    # Set when the run was tracked (cfg.tracking.enabled); `summary` then holds their record too.
+    tracked: TrackedRun | None = None
+    decision: Decision | None = None
 
 
 def train_all(features: FeatureSet, cfg: RunConfig, progress: Progress = null_progress) -> dict[str, WalkForwardResult]:
+    from portfolio_mlops.walk_forward import walk_forward_predictions
+
     return {
         spec.name: walk_forward_predictions(features, spec, cfg.walk_forward, cfg.labels, seed=cfg.seed,
                                             progress=progress.step(spec.name), threads=cfg.threads)
@@ -48,6 +67,11 @@ def train_all(features: FeatureSet, cfg: RunConfig, progress: Progress = null_pr
 
 def evaluate_and_report(panel: Panel, features: FeatureSet, results: dict[str, WalkForwardResult], cfg: RunConfig,
                         output_dir: str | Path, quality: dict[str, Any] | None = None) -> tuple[dict[str, Any], Evaluation, dict[str, Path]]:
+    """Evaluate and write every report file but summary.json; returns the summary as a value, for the
+    caller to complete (tracking's record) and write last (report.write_summary)."""
+    from portfolio_mlops.evaluation import evaluate
+    from portfolio_mlops.report import write_outputs
+
     grid = to_grid(panel.prices)
     evaluation = evaluate(features, grid, results, cfg, panel.benchmark,
                           (panel.manifest.get("benchmark") or {}).get("name"))
@@ -65,7 +89,6 @@ def evaluate_and_report(panel: Panel, features: FeatureSet, results: dict[str, W
         evaluation,
         {name: r.predictions for name, r in results.items()},
         {name: r.refits for name, r in results.items()},
-        summary,
         output_dir,
         {name: latest_portfolio(features, r.model, cfg.portfolio) for name, r in results.items() if r.model is not None},
     )
@@ -108,18 +131,33 @@ def run_chain(cfg: RunConfig, output_dir: str | Path, progress: Progress = null_
 
     started = time.perf_counter()
     with progress.phase("evaluate + report"):
-        chain = assemble_chain(panel, features, results, cfg, output_dir, report.to_dict())
+        summary, evaluation, outputs = evaluate_and_report(panel, features, results, cfg, output_dir, report.to_dict())
     timings["evaluate"] = time.perf_counter() - started
-    chain.timings.update(timings)
-    return chain
+    chain = ChainResult(summary, evaluation, results, outputs, timings, panel, features)
+    return _track_and_finish(chain, cfg, output_dir, progress)
 
 
 def assemble_chain(panel: Panel, features: FeatureSet, results: dict[str, WalkForwardResult], cfg: RunConfig,
-                   output_dir: str | Path, quality: dict[str, Any] | None = None) -> ChainResult:
-    """Evaluate trained results and write the report: what `run_chain` ends with, for callers that
-    produced the pieces separately (the pipeline's promote step)."""
+                   output_dir: str | Path, quality: dict[str, Any] | None = None,
+                   progress: Progress = null_progress) -> ChainResult:
+    """What `run_chain` ends with, for callers that produced the pieces separately (the pipeline's
+    promote step): evaluate and report, track and promote as `cfg.tracking` says, write summary.json."""
     summary, evaluation, outputs = evaluate_and_report(panel, features, results, cfg, output_dir, quality)
-    return ChainResult(summary, evaluation, results, outputs, {}, panel, features)
+    chain = ChainResult(summary, evaluation, results, outputs, {}, panel, features)
+    return _track_and_finish(chain, cfg, output_dir, progress)
+
+
+def _track_and_finish(chain: ChainResult, cfg: RunConfig, output_dir: str | Path, progress: Progress) -> ChainResult:
+    """Tracking and promotion (when enabled) add their record to the summary; then summary.json is
+    written, once and last: its presence marks a complete report (session.py removes it from a failed
+    run's partial folder)."""
+    from portfolio_mlops.report import write_summary
+
+    if cfg.tracking.enabled:
+        chain.tracked, chain.decision = track_and_promote(chain, cfg, output_dir, progress)
+        chain.summary = {**chain.summary, **tracking_record(chain.tracked, chain.decision, cfg)}
+    chain.outputs["summary"] = write_summary(chain.summary, output_dir)
+    return chain
 
 
 def reevaluate_config(panel: Panel, config_json: str, settings_json: str | None = None) -> dict[str, float]:
@@ -130,7 +168,8 @@ def reevaluate_config(panel: Panel, config_json: str, settings_json: str | None 
     seed) come from there, so the champion is judged exactly as the candidates were.
     """
     from portfolio_mlops.config import BenchmarkConfig
-    from portfolio_mlops.tracking import key_metrics
+    from portfolio_mlops.evaluation import evaluate
+    from portfolio_mlops.registry import key_metrics
 
     cfg = RunConfig.model_validate_json(config_json)
     if settings_json is not None:
@@ -144,80 +183,31 @@ def reevaluate_config(panel: Panel, config_json: str, settings_json: str | None 
     return key_metrics(evaluation.summary["algorithms"][cfg.models[0].name])
 
 
-def track_and_promote(chain: ChainResult, cfg: RunConfig, output_dir: str | Path, promote_models: bool = True,
-                      progress: Progress = null_progress):
-    """Log the chain to MLflow, register its versions and run promotion; record both in the output folder.
-
-    `output_dir` is the run's partial folder (session.py): the record joins summary.json before the
-    folder is swapped in, never after."""
+def track_and_promote(chain: ChainResult, cfg: RunConfig, output_dir: str | Path,
+                      progress: Progress = null_progress) -> tuple[TrackedRun, Decision | None]:
+    """Log the chain to MLflow and register its versions, then run promotion unless `cfg.tracking.promote`
+    is off. Returns both; writes nothing to `output_dir` (its report files are logged as artifacts)."""
     from portfolio_mlops import promotion, tracking
 
     with progress.phase("mlflow: log + register"):
         tracked = tracking.log_chain(chain, chain.features, cfg, output_dir, cfg.data)
     decision = None
-    if promote_models:
+    if cfg.tracking.promote:
         with progress.phase("promotion"):
             decision = promotion.promote(cfg.tracking.registered_model, tracked.parent_run_id, cfg.promotion,
                                          lambda champion, settings: reevaluate_config(chain.panel, champion, settings))
-    record = {
+    return tracked, decision
+
+
+def tracking_record(tracked: TrackedRun, decision: Decision | None, cfg: RunConfig) -> dict[str, Any]:
+    """What summary.json says about the run's MLflow record and its promotion (None: not run)."""
+    return {
         "mlflow": {"tracking_uri": tracked.tracking_uri, "experiment_id": tracked.experiment_id,
                    "parent_run_id": tracked.parent_run_id, "child_run_ids": tracked.child_run_ids,
                    "registered_model": cfg.tracking.registered_model, "model_versions": tracked.model_versions},
         "promotion": decision.to_dict() if decision else None,
     }
-    summary_path = Path(output_dir) / "summary.json"
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    summary.update(record)
-    atomic.write_json(summary_path, summary)
-    return tracked, decision
 
 
-# File-based steps, for running one stage at a time (and, later, one pipeline component per step).
-
-def save_features(features: FeatureSet, folder: str | Path) -> None:
-    folder = Path(folder)
-    atomic.write_parquet(folder / "features.parquet", features.frame)
-    atomic.write_json(folder / "features_meta.json", {
-        "feature_names": list(features.feature_names),
-        "skipped": features.skipped,
-        "calendar": [d.strftime("%Y-%m-%d") for d in features.dates],
-    })
-
-
-def load_features(folder: str | Path) -> FeatureSet:
-    folder = Path(folder)
-    meta = atomic.read_marker(folder / "features_meta.json", "run `portfolio-mlops features` first")
-    return FeatureSet(
-        frame=pd.read_parquet(folder / "features.parquet"),
-        feature_names=tuple(meta["feature_names"]),
-        skipped=meta["skipped"],
-        dates=pd.DatetimeIndex(pd.to_datetime(meta["calendar"])),
-    )
-
-
-def save_training(result: WalkForwardResult, folder: str | Path) -> None:
-    folder = Path(folder)
-    atomic.write_parquet(folder / f"predictions_{result.algorithm}.parquet", result.predictions)
-    if result.daily is not None:
-        atomic.write_parquet(folder / f"daily_scores_{result.algorithm}.parquet", result.daily)
-    with atomic.atomic_path(folder / f"model_{result.algorithm}.pkl") as tmp:
-        tmp.write_bytes(pickle.dumps(result.model))
-    atomic.write_json(folder / f"training_{result.algorithm}.json", {
-        "algorithm": result.algorithm, "refits": result.refits,
-        "configurations_tried": result.configurations_tried, "seconds": result.seconds,
-    })
-
-
-def load_training(folder: str | Path, algorithm: str) -> WalkForwardResult:
-    folder = Path(folder)
-    meta = atomic.read_marker(folder / f"training_{algorithm}.json",
-                              f"run `portfolio-mlops train --algorithms {algorithm}` first")
-    model = pickle.loads((folder / f"model_{algorithm}.pkl").read_bytes())
-    daily_path = folder / f"daily_scores_{algorithm}.parquet"
-    daily = pd.read_parquet(daily_path) if daily_path.is_file() else None  # absent in older training folders
-    return WalkForwardResult(algorithm, pd.read_parquet(folder / f"predictions_{algorithm}.parquet"), meta["refits"],
-                             model, meta["configurations_tried"], meta["seconds"], daily)
-
-
-__all__ = ["run_chain", "train_all", "evaluate_and_report", "save_features", "load_features", "save_training",
-           "load_training", "load_panel", "summary_table"]
+__all__ = ["run_chain", "assemble_chain", "train_all", "evaluate_and_report", "track_and_promote", "load_panel",
+           "summary_table"]

@@ -38,12 +38,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from portfolio_mlops.config import TrackingConfig
 from portfolio_mlops.errors import ConfigError
-from portfolio_mlops.promotion import CHAMPION
+from portfolio_mlops.registry import ALIAS_URI as _ALIAS_URI, alias_uri
 
 logger = logging.getLogger("portfolio_mlops.serving")
 
-DEFAULT_MODEL_URI = f"models:/{TrackingConfig.model_fields['registered_model'].default}@{CHAMPION}"
-_ALIAS_URI = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[A-Za-z0-9_-]+)")
+DEFAULT_MODEL_URI = alias_uri(TrackingConfig.model_fields['registered_model'].default)  # ...@champion
 # Each setting: (environment variable, command-line flag), for messages that name what the user set.
 SOURCES = {"model_uri": ("MODEL_URI", "--model-uri"), "tracking_uri": ("MLFLOW_TRACKING_URI", "--tracking-uri"),
            "host": ("HOST", "--host"), "port": ("PORT", "--port"), "poll_seconds": ("POLL_SECONDS", "--poll-seconds")}

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from portfolio_mlops import __version__, metrics
+from portfolio_mlops import __version__, metrics, registry
 from portfolio_mlops.config import RunConfig
 from portfolio_mlops.errors import TrackingError
 from portfolio_mlops.features import FeatureSet
@@ -43,15 +43,9 @@ from portfolio_mlops.locks import pid_alive
 from portfolio_mlops.models import feature_weights
 from portfolio_mlops.outputs import RUN_ID_ENV
 
-PARENT_TAG = "portfolio_mlops.parent_run_id"
-HOST_TAG = "portfolio_mlops.host"
-PID_TAG = "portfolio_mlops.pid"
-INVOCATION_TAG = "portfolio_mlops.invocation"  # the CLI run id (outputs.RUN_ID_ENV) that summary.json names
-# Written on the parent run after its last model version is registered: only then are its versions
-# candidates for promotion (a run killed mid-registration has some versions and no mark).
-REGISTRATION_TAG = "portfolio_mlops.registration"
-REGISTERED_TAG = "portfolio_mlops.registered_versions"
-REGISTRATION_COMPLETE = "complete"
+from portfolio_mlops.registry import (HOST_TAG, INVOCATION_TAG, PARENT_TAG, PID_TAG, REGISTERED_TAG,
+                                     REGISTRATION_COMPLETE, REGISTRATION_TAG, registration_complete)
+
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch call
 # MLflow 3's UI picks its view from this experiment tag; without it an experiment may open in the GenAI
 # (traces) view. Values in mlflow 3.x's UI: "custom_model_development" (runs, metrics, models) or
@@ -222,6 +216,7 @@ def _log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pa
     from mlflow import MlflowClient
 
     from portfolio_mlops import interrupts
+    from portfolio_mlops.report import summary_json
 
     _configure_retries()
     uri = mlflow.get_tracking_uri()
@@ -248,10 +243,10 @@ def _log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pa
             HOST_TAG: socket.gethostname(),
             PID_TAG: str(os.getpid()),
             **({INVOCATION_TAG: os.environ[RUN_ID_ENV]} if os.environ.get(RUN_ID_ENV) else {}),
-            "code_version": code_version(),
-            "data_digest": digest,
-            "data_layout": manifest["layout"],
-            "data_source": str(Path(data_source).resolve()) if data_source else "embedded default",
+            registry.CODE_VERSION: code_version(),
+            registry.DATA_DIGEST: digest,
+            registry.DATA_LAYOUT: manifest["layout"],
+            registry.DATA_SOURCE: str(Path(data_source).resolve()) if data_source else registry.DEFAULT_DATA_SOURCE,
         }
         # KFP's MLflow integration opens a run per pipeline run and passes it as MLFLOW_RUN_ID: nest
         # under it instead of opening a second parent.
@@ -270,7 +265,10 @@ def _log_chain(chain, features: FeatureSet, cfg: RunConfig, output_dir: str | Pa
             _log_dataset(mlflow, features, manifest, data_source)
             stage = "logging the parent run's artifacts"
             interrupts.raise_if_interrupted()
-            for name in ("summary.json", "quality.json", "equity_curves.png", "drawdowns.png", "rolling_ic.png",
+            # The summary is a value until the run ends (runner.py writes summary.json last, with this
+            # run's record in it); the artifact is the summary as it stood before tracking, as before.
+            client.log_text(parent.info.run_id, summary_json(summary), "summary.json")
+            for name in ("quality.json", "equity_curves.png", "drawdowns.png", "rolling_ic.png",
                          "daily_returns_net.csv"):
                 if (out / name).is_file():
                     client.log_artifact(parent.info.run_id, str(out / name))
@@ -329,11 +327,6 @@ def fail_abandoned_runs(client, experiment_id: str, registered_model: str | None
     if registered_model:
         delete_incomplete_versions(client, registered_model, closed)
     return closed
-
-
-def registration_complete(run) -> bool:
-    """Whether a parent run carries the completion mark (every version it registered is there)."""
-    return run.data.tags.get(REGISTRATION_TAG) == REGISTRATION_COMPLETE
 
 
 def delete_incomplete_versions(client, registered_model: str, parent_run_ids: list[str]) -> list[str]:
@@ -433,7 +426,7 @@ def _log_child(mlflow, client, chain, features: FeatureSet, cfg: RunConfig, algo
 
     spec = next(m for m in cfg.models if m.name == algorithm)
     with mlflow.start_run(run_name=algorithm, nested=True,
-                          tags={**parent_tags, "algorithm": algorithm, PARENT_TAG: parent_run_id}) as child:
+                          tags={**parent_tags, registry.ALGORITHM: algorithm, PARENT_TAG: parent_run_id}) as child:
         run_id = child.info.run_id
         _log_params(client, run_id, {"algorithm": algorithm, **flatten(spec.model_dump(mode="json"), "model."),
                                      **flatten(cfg.model_dump(mode="json", exclude={"models"}))})
@@ -460,7 +453,7 @@ def _log_child(mlflow, client, chain, features: FeatureSet, cfg: RunConfig, algo
             client.log_artifacts(run_id, str(folder))
         interrupts.raise_if_interrupted()  # between MLflow calls (see log_chain)
         info = _log_portfolio_model(mlflow, chain, features, cfg.with_algorithms([algorithm]), result.model)
-        client.set_tag(run_id, "model_uri", info.model_uri)
+        client.set_tag(run_id, registry.MODEL_URI, info.model_uri)
     return run_id
 
 
@@ -521,44 +514,19 @@ def _register(client, chain, cfg: RunConfig, tracked: TrackedRun, digest: str) -
     return versions
 
 
-def evaluation_digest(cfg: RunConfig) -> str:
-    """Fingerprint of the settings that decide how a model is judged (not what the model is)."""
-    import hashlib
-
-    settings = cfg.model_dump(mode="json", include={"validation", "walk_forward", "portfolio", "seed"})
-    return "sha256:" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-
-
 def _register_one(client, chain, cfg: RunConfig, tracked: TrackedRun, digest: str, algorithm: str, run_id: str) -> str:
     import mlflow
 
     tags = {
-        "algorithm": algorithm,
-        "data_digest": digest,
-        "run_id": run_id,
+        registry.ALGORITHM: algorithm,
+        registry.DATA_DIGEST: digest,
+        registry.RUN_ID: run_id,
         PARENT_TAG: tracked.parent_run_id,
-        "evaluation_digest": evaluation_digest(cfg),
-        **{key: _text(value) for key, value in key_metrics(chain.summary["algorithms"][algorithm]).items()},
-        "config": cfg.with_algorithms([algorithm]).model_dump_json(),
-        "code_version": code_version(),
+        registry.EVALUATION_DIGEST: registry.evaluation_digest(cfg),
+        **{key: registry.metric_tag(value)
+           for key, value in registry.key_metrics(chain.summary["algorithms"][algorithm]).items()},
+        registry.CONFIG: cfg.with_algorithms([algorithm]).model_dump_json(),
+        registry.CODE_VERSION: code_version(),
     }
-    model_uri = client.get_run(run_id).data.tags["model_uri"]
+    model_uri = client.get_run(run_id).data.tags[registry.MODEL_URI]
     return str(mlflow.register_model(model_uri, cfg.tracking.registered_model, tags=tags).version)
-
-
-def key_metrics(algorithm_block: dict[str, Any]) -> dict[str, float]:
-    """The numbers promotion judges a version by (see promotion.Evidence)."""
-    def number(value: Any) -> float:
-        return float(value) if isinstance(value, (int, float)) and value is not None else float("nan")
-
-    return {
-        "net_sharpe": number(algorithm_block["portfolio"]["net"]["sharpe"]),
-        "icir": number(algorithm_block["signal"]["icir"]),
-        "ic_tstat": number(algorithm_block["signal"]["ic_tstat"]),
-        "ic_hac_tstat": number(algorithm_block["signal"].get("ic_hac_tstat")),
-        "excess_vs_equal_weight": number(algorithm_block["excess"].get("equal_weight", {}).get("ann_return")),
-    }
-
-
-def _text(value: Any) -> str:
-    return repr(float(value)) if isinstance(value, (int, float)) and value is not None and math.isfinite(value) else "nan"
