@@ -60,6 +60,21 @@ def test_rank_ic_by_date_matches_scipy_spearman():
         assert ic[day] == pytest.approx(spearmanr(prediction[rows], realised[rows]).statistic, abs=1e-12)
 
 
+def test_average_ranks_by_date_are_pandas_groupby_ranks_bit_for_bit():
+    # the vectorised ranks must not move any IC: same floats as pandas for ties, unsorted dates,
+    # one-name dates and dates of different sizes
+    rng = np.random.default_rng(5)
+    dates = rng.integers(0, 30, 2000)
+    dates[:3] = 99  # a small date
+    values = np.round(rng.normal(size=2000), 1)  # many ties
+    values[10], values[11] = -0.0, 0.0
+    dates[-1] = 1000  # a date with one name
+    expected = pd.Series(values).groupby(dates).rank().to_numpy()
+    np.testing.assert_array_equal(metrics.average_ranks_by_date(dates, values), expected)
+    timestamps = pd.Timestamp("2020-01-01") + pd.to_timedelta(dates, "D")
+    np.testing.assert_array_equal(metrics.average_ranks_by_date(timestamps.to_numpy(), values), expected)
+
+
 def test_rank_ic_is_undefined_for_constant_predictions():
     ic = metrics.rank_ic_by_date(np.zeros(10), np.ones(10), np.arange(10.0))
     assert np.isnan(ic.iloc[0])

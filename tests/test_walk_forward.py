@@ -7,7 +7,7 @@ import pytest
 from portfolio_mlops.config import FeatureConfig, LabelConfig, ModelSpec, WalkForwardConfig
 from portfolio_mlops.errors import InsufficientDataError
 from portfolio_mlops.features import build_features
-from portfolio_mlops.walk_forward import rebalance_schedule, walk_forward_predictions
+from portfolio_mlops.walk_forward import _Trainer, rebalance_schedule, sampled_training_dates, walk_forward_predictions
 from synthetic import random_walk_panel
 
 LABELS = LabelConfig(horizon_days=10, execution_lag_days=1)
@@ -84,12 +84,64 @@ def test_inner_search_picks_from_the_grid_and_counts_configurations(features):
     assert all(r["params"]["alpha"] in (0.1, 10.0, 1000.0) for r in searched)
 
 
-def test_hgb_trains_on_every_kth_date_only(features):
+def test_hgb_trains_on_one_date_per_block_only(features):
     spec = ModelSpec(algorithm="hgb", params={"max_iter": 5}, train_sample_every_days=5)
     result = walk_forward_predictions(features, spec, WALK, LABELS)
     ridge = walk_forward_predictions(features, ModelSpec(algorithm="ridge"), WALK, LABELS)
     for sampled, full in zip(result.refits, ridge.refits):
         assert sampled["train_samples"] < full["train_samples"] / 3
+
+
+def test_sampled_training_dates_take_one_date_per_block_at_a_seeded_offset():
+    mask = sampled_training_dates(103, every=5, seed=3)
+    # 20 full blocks of 5 dates and a last block of 3: one date from each block (if its offset falls inside)
+    assert [int(mask[b * 5:(b + 1) * 5].sum()) for b in range(20)] == [1] * 20
+    assert mask[100:].sum() <= 1
+    np.testing.assert_array_equal(mask, sampled_training_dates(103, every=5, seed=3))
+    assert not np.array_equal(mask, sampled_training_dates(103, every=5, seed=4))
+    offsets = [int(np.flatnonzero(mask[b * 5:(b + 1) * 5])[0]) for b in range(20)]
+    assert len(set(offsets)) > 1, "a random offset per block, not every 5th date"
+
+
+def test_sampled_dates_do_not_depend_on_how_long_the_calendar_is():
+    # a refit later in time (a longer calendar) must keep the dates an earlier one trained on
+    short, long = sampled_training_dates(250, every=5, seed=0), sampled_training_dates(700, every=5, seed=0)
+    np.testing.assert_array_equal(short, long[:250])
+
+
+def test_hgb_seed_changes_its_predictions_and_the_same_seed_repeats_them(features):
+    spec = ModelSpec(algorithm="hgb", params={"max_iter": 10}, train_sample_every_days=5)
+    first, again, other = (walk_forward_predictions(features, spec, WALK, LABELS, seed=s).predictions["prediction"]
+                           for s in (0, 0, 1))
+    pd.testing.assert_series_equal(first, again)
+    assert not np.allclose(first, other)
+
+
+def test_hgb_rebalance_predictions_are_its_daily_scores_on_those_days(features):
+    result = walk_forward_predictions(features, ModelSpec(algorithm="hgb", params={"max_iter": 10}), WALK, LABELS)
+    on_rebalance = result.predictions.merge(result.daily, on=["date_pos", "ticker"], suffixes=("", "_daily"))
+    assert len(on_rebalance) == len(result.predictions)
+    np.testing.assert_array_equal(on_rebalance["prediction"], on_rebalance["prediction_daily"])
+    # and they are what the model in force predicts for those rows on its own
+    last_day = result.predictions[result.predictions["date_pos"] == result.predictions["date_pos"].max()]
+    rows = features.frame.set_index(["date_pos", "ticker"]).loc[list(zip(last_day["date_pos"], last_day["ticker"]))]
+    np.testing.assert_array_equal(result.model.predict(rows[list(features.feature_names)]), last_day["prediction"])
+
+
+def test_hgb_trained_on_the_feature_grid_scores_raw_features_as_their_grid_values():
+    # z-scores: continuous values, many per grid step (30 names' ranks are coarser than the grid itself)
+    zscores = build_features(random_walk_panel(n_tickers=30, n_days=700, seed=11), FeatureConfig(normalisation="zscore"), LABELS)
+    trainer = _Trainer(zscores, ModelSpec(algorithm="hgb", train_sample_every_days=5), seed=0)
+    trainer.fix_training_grid(last_date=300, levels=64)
+    grid_values = trainer.snapped(trainer.x.copy())
+    # at most 255 values a feature (later dates may leave the first window's range): HGB's bins are then
+    # the grid's own steps, not quantiles of its own
+    assert all(len(np.unique(column[np.isfinite(column)])) <= 255 for column in grid_values.T)
+    assert len(np.unique(grid_values[:, 0])) < len(np.unique(trainer.x[:, 0])) / 10
+    model, _ = trainer.fit(0, 450, {"max_iter": 20, "min_samples_leaf": 50})
+    raw, snapped = model.predict(trainer.frame(trainer.x)), model.predict(trainer.frame(grid_values))
+    np.testing.assert_array_equal(raw, snapped)  # every row, including the extreme ranks +-0.5
+    assert np.unique(raw).size > 10, "the model is not a constant"
 
 
 def test_too_little_history_is_a_clear_error():

@@ -24,7 +24,13 @@ LINEAR_ALGORITHMS = ("ridge", "lasso", "elasticnet")
 
 
 def make_estimator(spec: ModelSpec, params: dict[str, Any] | None = None, seed: int = 0) -> BaseEstimator:
-    """A fresh, unfitted estimator for `spec` with `params` (defaults: spec.params)."""
+    """A fresh, unfitted estimator for `spec` with `params` (defaults: spec.params).
+
+    `seed` is gradient boosting's random_state (which rows its bin thresholds are computed from when a
+    training set exceeds 200,000 rows). The walk-forward draws HGB's training dates with the same seed
+    (walk_forward.sampled_training_dates), so different seeds give different models; the linear fits
+    are deterministic.
+    """
     base: BaseEstimator = {
         "ridge": Ridge(),
         "lasso": Lasso(max_iter=10_000),

@@ -5,7 +5,9 @@ Timeline per rebalance (all positions are rows of the trading calendar):
   T - gap      last sample date allowed in training, gap = lag + horizon + embargo, so every
                training label has ended (label_end_pos <= T - embargo): the purge
 The model is refitted every `retrain_every_rebalances` rebalances on the expanding (or rolling) set
-of allowed samples; between refits the last model is reused. No shuffling, no random splits.
+of allowed samples; between refits the last model is reused. No shuffling, no random splits; models that
+sample training dates (gradient boosting) take one seeded-random date per block of the calendar
+(`sampled_training_dates`), a choice that never looks at the data.
 
 Daily scores (for the daily-sampled IC only; the backtest uses the rebalance predictions): every
 trading day d from the first decision to the end of the out-of-sample period is scored by the model
@@ -32,6 +34,7 @@ from portfolio_mlops.metrics import rank_ic_by_date
 from portfolio_mlops.models import LINEAR_ALGORITHMS, RunningMoments, feature_weights, fit_from_moments, make_estimator
 
 Progress = Callable[[int, int, str], None]
+TRAINING_GRID_LEVELS = 64  # steps per feature in gradient boosting's training data (_Trainer.fix_training_grid)
 DAILY_COLUMNS = ("date", "ticker", "date_pos", "label", "prediction")
 
 
@@ -84,6 +87,20 @@ class WalkForwardResult:
     daily: pd.DataFrame | None = None  # date, ticker, date_pos, label, prediction: every OOS day (module doc)
 
 
+def sampled_training_dates(n_dates: int, every: int, seed: int) -> np.ndarray:
+    """Which calendar positions 0..n_dates-1 train a model that samples dates: one per block of `every`.
+
+    Stratified, not every k-th: block b = positions [b*every, (b+1)*every) contributes the one date at a
+    seeded random offset, so coverage stays even (one date a week at every=5) while different seeds train
+    on different dates - the model's randomness, like bagging over days. The choice depends only on the
+    calendar position and the seed, never on the data, and a date is in or out at every refit alike.
+    Returns a boolean mask over positions.
+    """
+    offsets = np.random.default_rng(seed).integers(every, size=-(-n_dates // every))
+    positions = np.arange(n_dates)
+    return positions % every == offsets[positions // every]
+
+
 class _Trainer:
     """Fits one algorithm on a window of sample dates; linear models via running moments."""
 
@@ -96,6 +113,45 @@ class _Trainer:
         self.pos = frame.loc[known, "date_pos"].to_numpy()
         self.linear = spec.algorithm in LINEAR_ALGORITHMS
         self.moments = RunningMoments(self.x, self.y, self.pos, len(features.dates)) if self.linear else None
+        # Linear fits read every date for free (running moments); the others train on sampled dates.
+        self.sampled = (None if self.linear or spec.train_sample_every_days == 1
+                        else sampled_training_dates(len(features.dates), spec.train_sample_every_days, seed))
+        self.grid: tuple[np.ndarray, np.ndarray] | None = None  # (lo, step) per feature: fix_training_grid
+
+    def fix_training_grid(self, last_date: int, levels: int = TRAINING_GRID_LEVELS) -> None:
+        """Gradient boosting only: train on features snapped to `levels` equal steps of their range up to `last_date`.
+
+        HGB re-sorts every feature to find its 255 quantile bins at every refit, about half its fit time on
+        a full panel; on a feature that takes a few dozen values that sort is far cheaper. Each value goes
+        to the centre of its step (lo + k*step, lo + (k+1)*step], so HGB's thresholds, midway between
+        centres, fall on the step edges and send an edge value left as the snapping does: the fitted
+        model scores raw features exactly as snapped ones, and predictions use the raw values. Ranks are
+        uniform on [-0.5, 0.5], so equal steps are equal-count bins. lo and the step come from dates up to
+        the first training window's end (no look-ahead); later values outside that range get steps of
+        their own.
+        """
+        if self.linear:
+            return
+        upto = self.x[: np.searchsorted(self.pos, last_date + 1)]
+        if not len(upto):
+            return
+        lo = np.nanmin(upto, axis=0)
+        span = np.nanmax(upto, axis=0) - lo
+        self.grid = lo, np.where(span > 0, span / levels, 1.0)
+
+    def snapped(self, x: np.ndarray) -> np.ndarray:
+        """`x` (a copy the caller owns) moved in place to its grid steps' centres; unchanged without a grid."""
+        if self.grid is None:
+            return x
+        lo, step = self.grid
+        # in place: the training rows are snapped per fit, never a second full-panel matrix (peak RSS)
+        np.subtract(x, lo, out=x)
+        np.divide(x, step, out=x)
+        np.ceil(x, out=x)
+        np.subtract(x, 0.5, out=x)
+        np.multiply(x, step, out=x)
+        np.add(x, lo, out=x)
+        return x
 
     def frame(self, x: np.ndarray) -> pd.DataFrame:
         """Named columns: fitted models then carry feature_names_in_, and so do the logged models."""
@@ -108,10 +164,9 @@ class _Trainer:
             return fit_from_moments(estimator, window, self.names), int(window.n)
         lo, hi = np.searchsorted(self.pos, [first_date, last_date + 1])
         rows = np.arange(lo, hi)
-        stride = self.spec.train_sample_every_days
-        if stride > 1:
-            rows = rows[self.pos[rows] % stride == 0]
-        return estimator.fit(self.frame(self.x[rows]), self.y[rows]), len(rows)
+        if self.sampled is not None:
+            rows = rows[self.sampled[self.pos[rows]]]
+        return estimator.fit(self.frame(self.snapped(self.x[rows])), self.y[rows]), len(rows)
 
     def search(self, first_date: int, last_date: int, gap: int) -> tuple[dict[str, Any], dict[str, float]]:
         """Pick params on a purged validation tail of the training window by mean rank IC."""
@@ -154,6 +209,7 @@ def _walk_forward(features: FeatureSet, spec: ModelSpec, walk_forward: WalkForwa
     started = time.perf_counter()
     schedule = rebalance_schedule(features, walk_forward, labels)
     trainer = _Trainer(features, spec, seed)
+    trainer.fix_training_grid(int(schedule.refit_pos[0]) - schedule.purge_gap)
     frame = features.frame
     frame_pos = frame["date_pos"].to_numpy()
     x_all = frame[list(features.feature_names)]
@@ -184,13 +240,19 @@ def _walk_forward(features: FeatureSet, spec: ModelSpec, walk_forward: WalkForwa
             })
             progress(len(refits), n_refits, f"{spec.algorithm}: refit {len(refits)}/{n_refits}")
             d_lo, d_hi = np.searchsorted(frame_pos, [decision, segment_end[int(decision)]])
+            segment_scores = model.predict(x_all.iloc[d_lo:d_hi]) if d_hi > d_lo else np.empty(0)
             if d_hi > d_lo:
                 segment = frame.iloc[d_lo:d_hi][list(DAILY_COLUMNS[:-1])].copy()
-                segment["prediction"] = model.predict(x_all.iloc[d_lo:d_hi])
+                segment["prediction"] = segment_scores
                 daily_blocks.append(segment[list(DAILY_COLUMNS)])
         lo, hi = np.searchsorted(frame_pos, [decision, decision + 1])
         block = frame.iloc[lo:hi][["date", "ticker", "date_pos", "label", "label_raw"]].copy()
-        block["prediction"] = model.predict(x_all.iloc[lo:hi])
+        if trainer.linear:
+            block["prediction"] = model.predict(x_all.iloc[lo:hi])
+        else:
+            # Every rebalance lies in its refit's daily segment, and a tree ensemble scores each row on its
+            # own (no BLAS batching), so those scores are this block's, bit for bit: no second predict.
+            block["prediction"] = segment_scores[lo - d_lo:hi - d_lo]
         block["refit_date"] = refits[-1]["decision_date"]
         outputs.append(block)
     predictions = pd.concat(outputs, ignore_index=True)
