@@ -56,9 +56,15 @@ def save_training(result: WalkForwardResult, folder: str | Path) -> None:
         atomic.write_parquet(folder / f"daily_scores_{result.algorithm}.parquet", result.daily)
     with atomic.atomic_path(folder / f"model_{result.algorithm}.pkl") as tmp:
         tmp.write_bytes(pickle.dumps(result.model))
+    for seed, other in result.other_seeds.items():
+        atomic.write_parquet(folder / f"predictions_{result.algorithm}_seed{seed}.parquet", other.predictions)
+        if other.daily is not None:
+            atomic.write_parquet(folder / f"daily_scores_{result.algorithm}_seed{seed}.parquet", other.daily)
+    # Written last: its presence says the files above are complete (atomic.read_marker).
     atomic.write_json(folder / f"training_{result.algorithm}.json", {
         "algorithm": result.algorithm, "refits": result.refits,
         "configurations_tried": result.configurations_tried, "seconds": result.seconds,
+        "other_seeds": {str(seed): {"seconds": other.seconds} for seed, other in result.other_seeds.items()},
     })
 
 
@@ -71,8 +77,14 @@ def load_training(folder: str | Path, algorithm: str) -> WalkForwardResult:
     model = pickle.loads((folder / f"model_{algorithm}.pkl").read_bytes())
     daily_path = folder / f"daily_scores_{algorithm}.parquet"
     daily = pd.read_parquet(daily_path) if daily_path.is_file() else None  # absent in older training folders
-    return WalkForwardResult(algorithm, pd.read_parquet(folder / f"predictions_{algorithm}.parquet"), meta["refits"],
-                             model, meta["configurations_tried"], meta["seconds"], daily)
+    result = WalkForwardResult(algorithm, pd.read_parquet(folder / f"predictions_{algorithm}.parquet"), meta["refits"],
+                               model, meta["configurations_tried"], meta["seconds"], daily)
+    for seed, info in meta.get("other_seeds", {}).items():
+        seed_daily = folder / f"daily_scores_{algorithm}_seed{seed}.parquet"
+        result.other_seeds[int(seed)] = WalkForwardResult(
+            algorithm, pd.read_parquet(folder / f"predictions_{algorithm}_seed{seed}.parquet"), meta["refits"], None,
+            meta["configurations_tried"], info["seconds"], pd.read_parquet(seed_daily) if seed_daily.is_file() else None)
+    return result
 
 
 __all__ = ["save_features", "load_features", "save_training", "load_training"]

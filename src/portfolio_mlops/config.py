@@ -213,6 +213,12 @@ class EvaluationConfig(_Strict):
         description="CSV with columns date, rate (annualised decimal, 0.02 = 2%): each day uses the last rate dated "
         "on or before it. Replaces risk_free_annual when set.",
     )
+    seeds: int = Field(
+        3, ge=1, le=20,
+        description="Models whose fit depends on the seed (hgb) are trained with seeds seed .. seed+K-1 and "
+        "reported as mean +- std over them; the model of `seed` is the one registered and judged. "
+        "Deterministic models (ridge, lasso, elasticnet) are trained once. 1 = no spread.",
+    )
 
 
 class RunConfig(_Strict):

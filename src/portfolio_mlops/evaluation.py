@@ -153,6 +153,9 @@ def evaluate(features: FeatureSet, grid: Grid, results: dict[str, WalkForwardRes
             "seconds": round(result.seconds, 3),
             "missing_held_returns": backtest.missing_held_returns,
         }
+        if result.other_seeds:
+            others = {seed: _seed_figures(other, vol, run, grid, cfg, rf) for seed, other in result.other_seeds.items()}
+            algorithms[name]["seeds"] = _seed_spread(cfg.seed, _headline(algorithms[name]), others)
 
     summary = {
         "algorithms": algorithms,
@@ -183,6 +186,49 @@ def evaluate(features: FeatureSet, grid: Grid, results: dict[str, WalkForwardRes
         },
     }
     return Evaluation(summary, backtests, net_returns, ic_by_date, holdings)
+
+
+SEED_FIGURES = ("rank_ic_mean", "ic_hac_tstat", "ic_mean", "net_sharpe", "net_cagr", "net_max_drawdown")
+
+
+def _headline(block: dict[str, Any]) -> dict[str, float]:
+    """The figures reported as mean +- std over seeds, from one algorithm's summary block."""
+    signal, net = block["signal"], block["portfolio"]["net"]
+    return {"rank_ic_mean": signal.get("rank_ic_mean"), "ic_hac_tstat": signal.get("ic_hac_tstat"),
+            "ic_mean": signal["ic_mean"], "net_sharpe": net["sharpe"], "net_cagr": net["cagr"],
+            "net_max_drawdown": net["max_drawdown"]}
+
+
+def _seed_figures(result: WalkForwardResult, vol: pd.DataFrame, run, grid: Grid, cfg: RunConfig,
+                  rf: float | np.ndarray) -> dict[str, float]:
+    """The headline figures of one other seed's predictions, judged exactly as the registered seed's."""
+    predictions = result.predictions.merge(vol, on=["date_pos", "ticker"], how="left")
+    backtest = run(f"{result.algorithm}_seed", top_n_book(predictions, "prediction", grid.tickers, cfg.portfolio))
+    signal = metrics.signal_metrics(predictions, cfg.labels.horizon_days, cfg.walk_forward.rebalance_every_days,
+                                    cfg.portfolio.top_n)
+    daily_scores = result.daily if result.daily is not None else predictions.iloc[:0]
+    signal.update(metrics.daily_signal_metrics(daily_scores, cfg.labels.horizon_days))
+    return _headline({"signal": signal, "portfolio": _portfolio_block(backtest, cfg.portfolio.cost_bps_per_side, rf)})
+
+
+def _seed_spread(seed: int, registered: dict[str, float], others: dict[int, dict[str, float]]) -> dict[str, Any]:
+    """Mean +- sample std over seeds (the registered seed included), and every seed's value."""
+    by_seed = {seed: registered, **others}
+    seeds = sorted(by_seed)
+    values = {key: [by_seed[s][key] for s in seeds] for key in SEED_FIGURES}
+
+    def finite(xs: list[Any]) -> np.ndarray:
+        arr = np.asarray([x if isinstance(x, (int, float)) and x is not None else np.nan for x in xs], dtype=float)
+        return arr[np.isfinite(arr)]
+
+    return {
+        "seeds": seeds,
+        "registered_seed": seed,
+        "mean": {k: float(np.mean(finite(v))) if finite(v).size else float("nan") for k, v in values.items()},
+        "std": {k: float(np.std(finite(v), ddof=1)) if finite(v).size > 1 else float("nan") for k, v in values.items()},
+        "values": values,
+        "note": "the registered model is the one of registered_seed; std is the sample std over seeds",
+    }
 
 
 def _risk_free(cfg: RunConfig, days: pd.DatetimeIndex) -> tuple[np.ndarray, dict[str, Any]]:

@@ -21,6 +21,16 @@ from portfolio_mlops.config import ModelSpec
 from portfolio_mlops.errors import ConfigError
 
 LINEAR_ALGORITHMS = ("ridge", "lasso", "elasticnet")
+# Algorithms whose fit depends on the seed (gradient boosting: its sampled training dates and
+# random_state); evaluation reports them as mean +- std over EvaluationConfig.seeds seeds.
+SEEDED_ALGORITHMS = ("hgb",)
+
+
+def uses_seed(spec) -> bool:
+    """Whether another seed gives this model spec other predictions: a seeded algorithm that samples its
+    training dates (ModelSpec.train_sample_every_days > 1). On every date HGB is deterministic below
+    its 200k-row bin subsample, so K seeds would be K identical fits."""
+    return spec.algorithm in SEEDED_ALGORITHMS and spec.train_sample_every_days > 1
 
 
 def make_estimator(spec: ModelSpec, params: dict[str, Any] | None = None, seed: int = 0) -> BaseEstimator:

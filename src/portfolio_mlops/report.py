@@ -131,6 +131,22 @@ def _num(value: Any, width: int = 6, digits: int = 2) -> str:
     return f"{value:{width}.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else " " * (width - 3) + "n/a"
 
 
+def _seed_line(name: str, spread: dict[str, Any]) -> str:
+    """`hgb over seeds 0,1,2 (row above = seed 0): rank IC 0.026 +- 0.003, ...`: how much is the seed's luck."""
+    mean, std = spread["mean"], spread["std"]
+
+    def pm(key: str, pct: bool = False) -> str:
+        scale, digits, unit = (100, 1, "%") if pct else (1, 3, "")
+        m, sd = mean[key], std[key]
+        if not (isinstance(m, float) and math.isfinite(m)):
+            return "n/a"
+        return f"{m * scale:.{digits}f}{unit} +- " + (f"{sd * scale:.{digits}f}{unit}" if math.isfinite(sd) else "n/a")
+
+    return (f"{name} over seeds {','.join(map(str, spread['seeds']))} (row above = seed {spread['registered_seed']}, "
+            f"the one registered): rank IC {pm('rank_ic_mean')}, HAC t {pm('ic_hac_tstat')}, "
+            f"net Sharpe {pm('net_sharpe')}, CAGR {pm('net_cagr', True)}.")
+
+
 def summary_table(summary: dict[str, Any]) -> str:
     """A fixed-width table of the headline numbers (net of costs unless marked gross)."""
     ev = summary["evaluation"]
@@ -157,6 +173,9 @@ def summary_table(summary: dict[str, Any]) -> str:
             f"{_pct(b['max_drawdown']):>9}{_pct(b.get('turnover', float('nan'))):>7}"
         )
     lines.append("CAGR compounded, net of costs; 'xs vs EW' = annualised mean daily excess over the equal-weight universe.")
+    for name, a in summary["algorithms"].items():
+        if a.get("seeds"):
+            lines.append(_seed_line(name, a["seeds"]))
     lines.append(f"Sharpe and Sortino over {ev.get('risk_free', {}).get('label', 'rf = 0')}.")
     random = summary["benchmarks"].get("random_top_n")
     if random and "median_seed" in random:

@@ -56,13 +56,23 @@ class ChainResult:
 
 
 def train_all(features: FeatureSet, cfg: RunConfig, progress: Progress = null_progress) -> dict[str, WalkForwardResult]:
+    """Walk-forward per model; a seeded model (models.uses_seed) also with the run's other
+    seeds (cfg.evaluation.seeds), kept in `other_seeds` for the mean +- std (its model is not kept)."""
+    from portfolio_mlops.models import uses_seed
     from portfolio_mlops.walk_forward import walk_forward_predictions
 
-    return {
-        spec.name: walk_forward_predictions(features, spec, cfg.walk_forward, cfg.labels, seed=cfg.seed,
-                                            progress=progress.step(spec.name), threads=cfg.threads)
-        for spec in cfg.models
-    }
+    results = {}
+    for spec in cfg.models:
+        result = walk_forward_predictions(features, spec, cfg.walk_forward, cfg.labels, seed=cfg.seed,
+                                          progress=progress.step(spec.name), threads=cfg.threads)
+        if uses_seed(spec):
+            for seed in range(cfg.seed + 1, cfg.seed + cfg.evaluation.seeds):
+                other = walk_forward_predictions(features, spec, cfg.walk_forward, cfg.labels, seed=seed,
+                                                 progress=progress.step(f"{spec.name} seed {seed}"), threads=cfg.threads)
+                other.model = None
+                result.other_seeds[seed] = other
+        results[spec.name] = result
+    return results
 
 
 def evaluate_and_report(panel: Panel, features: FeatureSet, results: dict[str, WalkForwardResult], cfg: RunConfig,

@@ -160,6 +160,8 @@ def algorithm_metrics(summary: dict[str, Any], algorithm: str) -> dict[str, floa
     flat.update(_finite_metrics({f"{k}bps": v for k, v in block["cost_sensitivity"].items()}, "cost."))
     if block.get("random_percentile") is not None:
         flat["random_percentile"] = float(block["random_percentile"])
+    if block.get("seeds"):  # mean +- std over seeds (evaluation._seed_spread)
+        flat.update(_finite_metrics({"mean": block["seeds"]["mean"], "std": block["seeds"]["std"]}, "seeds."))
     return flat
 
 

@@ -85,6 +85,9 @@ class WalkForwardResult:
     configurations_tried: int = 1
     seconds: float = 0.0
     daily: pd.DataFrame | None = None  # date, ticker, date_pos, label, prediction: every OOS day (module doc)
+    # The same algorithm trained with other seeds (seeded algorithms only; their `model` is not kept):
+    # evaluation reports the spread over seeds, the model above is the one registered.
+    other_seeds: dict[int, WalkForwardResult] = field(default_factory=dict)
 
 
 def sampled_training_dates(n_dates: int, every: int, seed: int) -> np.ndarray:
