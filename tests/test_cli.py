@@ -352,3 +352,24 @@ def test_stepwise_backtest_reports_the_same_benchmarks_as_run(run_summary, stepw
     for name in ("equal_weight", "random_top_n", "index"):
         assert stepwise_summary["benchmarks"][name]["cagr"] == pytest.approx(
             run_summary["benchmarks"][name]["cagr"], abs=1e-12), name
+
+
+def test_an_inprocess_run_reads_and_validates_the_data_once(market, tmp_path, monkeypatch):
+    """The preflight reads and validates the data before any work; the chain goes on from that panel."""
+    from portfolio_mlops import runner
+    from portfolio_mlops.data import ingest
+
+    calls = []
+    real = ingest.build_panel
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "build_panel", counting)
+    monkeypatch.setattr(runner, "build_panel", counting)
+    data, config = market
+    code = main(["run", "--engine", "inprocess", "--algorithms", "ridge", "--data", str(data), "--config", str(config),
+                 "--output", str(tmp_path / "report"), "--quiet", "--no-tracking"])
+    assert code == 0
+    assert len(calls) == 1

@@ -118,12 +118,16 @@ def latest_portfolio(features: FeatureSet, model, portfolio: PortfolioConfig) ->
     return decision_portfolio(last, model.predict(last[list(features.feature_names)]), portfolio)
 
 
-def run_chain(cfg: RunConfig, output_dir: str | Path, progress: Progress = null_progress) -> ChainResult:
-    """The whole chain in memory; writes the report to `output_dir` (ingest output in output_dir/data)."""
+def run_chain(cfg: RunConfig, output_dir: str | Path, progress: Progress = null_progress,
+              checked_input: tuple[Panel, Any] | None = None) -> ChainResult:
+    """The whole chain in memory; writes the report to `output_dir` (ingest output in output_dir/data).
+
+    `checked_input`: the (panel, quality report) of build_panel(cfg.data, cfg.validation) when the
+    caller has already read and validated the data (the CLI's preflight), so it is not read twice."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     with progress.phase("ingest"):
-        panel, report = build_panel(cfg.data, cfg.validation)
+        panel, report = checked_input or build_panel(cfg.data, cfg.validation)
         write_panel(panel, report, Path(output_dir) / "data")
     progress.message(report.summary())
     timings["ingest"] = time.perf_counter() - started

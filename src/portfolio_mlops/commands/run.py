@@ -87,8 +87,9 @@ def preflight_run(args: argparse.Namespace, cfg):
         from portfolio_mlops.tracking import check_server, default_tracking_uri
 
         check_server(default_tracking_uri())
-    panel, _ = build_panel(cfg.data, cfg.validation)
+    panel, report = build_panel(cfg.data, cfg.validation)
     check_panel(panel.prices, cfg)
+    args.checked_input = (panel, report)  # the in-process engine goes on from here instead of reading again
     return panel
 
 
@@ -111,7 +112,8 @@ def run_inprocess(args: argparse.Namespace, cfg, progress) -> int:
     from portfolio_mlops.runner import run_chain, summary_table
 
     started = time.perf_counter()
-    result = run_chain(cfg, args.output, progress)  # tracks and promotes as cfg.tracking says
+    # Tracks and promotes as cfg.tracking says; starts from the data the preflight read and validated.
+    result = run_chain(cfg, args.output, progress, checked_input=getattr(args, "checked_input", None))
     print(summary_table(result.summary))
     if result.tracked is not None:
         tracked = result.tracked
