@@ -8,7 +8,7 @@ pre-existing in production).
 from __future__ import annotations
 
 from charts import objects as k
-from charts.values import BUCKET, PIPELINE_NAMESPACE, Values
+from charts.values import BUCKET, Values
 
 POSTGRES_PORT = 5432
 MINIO_API_PORT = 9000
@@ -188,9 +188,10 @@ def serving(values: Values) -> list[k.Manifest]:
             k.deployment("serving", values.namespace, "serving", sv.replicas, pod)]
 
 
-PIPELINE_PODS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": PIPELINE_NAMESPACE}},
-                 "podSelector": {"matchLabels": {"pipelines.kubeflow.org/v2_component": "true"}}}
-"""KFP's pipeline step pods (both selectors in one peer: pods with that label IN that namespace)."""
+def pipeline_pods(values: Values) -> k.Manifest:
+    """KFP's pipeline step pods (both selectors in one peer: pods with that label IN that namespace)."""
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": values.pipeline_namespace}},
+            "podSelector": {"matchLabels": {"pipelines.kubeflow.org/v2_component": "true"}}}
 
 
 def network_policy(values: Values, name: str, port: int | None, sources: list[k.Manifest] | None) -> k.Manifest:
@@ -217,8 +218,9 @@ def network_policies(values: Values) -> list[k.Manifest]:
                 "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
     return [deny_all,
             network_policy(values, "postgres", POSTGRES_PORT, [from_app("mlflow")]),
-            network_policy(values, "minio", MINIO_API_PORT, [from_app("mlflow"), from_app("create-bucket"), PIPELINE_PODS]),
-            network_policy(values, "mlflow", values.mlflow.port, [from_app("serving"), PIPELINE_PODS]),
+            network_policy(values, "minio", MINIO_API_PORT,
+                           [from_app("mlflow"), from_app("create-bucket"), pipeline_pods(values)]),
+            network_policy(values, "mlflow", values.mlflow.port, [from_app("serving"), pipeline_pods(values)]),
             network_policy(values, "serving", values.serving.port, None)]
 
 

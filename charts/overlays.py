@@ -2,7 +2,7 @@
 
 Each overlay is a function of the chart values returning a dict file name -> content: a
 kustomization (dict), patch files (dict or JSON6902 op list) and extra resources (list of
-objects). `HEADERS` holds the comment put on top of a file.
+objects). `headers(values)` gives the comment put on top of a file.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from typing import Any
 from charts import base
 from charts import objects as k
 from charts.objects import cpu_millicores, pod_templates
-from charts.values import PIPELINE_NAMESPACE, Resources, Values
+from charts.values import ProductionValues, Resources, Values
 from components.images import COMPONENT_TARGETS, SERVICE_TARGETS, image
+from portfolio_mlops import names
 
 KUSTOMIZATION = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
-PIPELINE_CONFIG = "portfolio-mlops-mlflow"  # read by pipelines/training.py (ConfigMap + optional Secret)
+# The pipelines' ConfigMap + optional Secret, in Values.pipeline_namespace: the compiled pipeline
+# (pipelines/training.py) reads them by this name.
+PIPELINE_CONFIG = names.PIPELINE_MLFLOW_CONFIG
 
 # What our kind overlay may request, in millicores, so that everything fits a 2-vCPU runner:
 #   2000  the node (GitHub's 2-vCPU runner; kind runs one node)
@@ -101,7 +104,7 @@ def _kind_workload_patch(workload: k.Manifest, cpu_request: str,
 
 
 def kind(values: Values) -> dict[str, Any]:
-    ns, kv = values.namespace, values.kind
+    ns, pipeline_ns, kv = values.namespace, values.pipeline_namespace, values.kind
     workloads = [owner for build in (base.postgres, base.minio, base.create_bucket, base.mlflow, base.serving)
                  for owner, _ in pod_templates(build(values))]
     # The NodePort forms of the MLflow host join --allowed-hosts here, where the NodePort exists.
@@ -114,16 +117,16 @@ def kind(values: Values) -> dict[str, Any]:
         "resources": ["../../base"],
         "generatorOptions": {"disableNameSuffixHash": True},
         "secretGenerator": [
-            {"name": "postgres-credentials", "namespace": ns,
+            {"name": values.postgres.secret, "namespace": ns,
              "literals": ["POSTGRES_USER=mlflow", "POSTGRES_PASSWORD=mlflow-dev-password", "POSTGRES_DB=mlflow"]},
-            {"name": "minio-credentials", "namespace": ns,
+            {"name": values.minio.secret, "namespace": ns,
              "literals": ["MINIO_ROOT_USER=minio-dev", "MINIO_ROOT_PASSWORD=minio-dev-password"]},
             # Empty on purpose: the kind MLflow server has no auth and proxies artifacts. With auth,
             # add MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD here.
-            {"name": PIPELINE_CONFIG, "namespace": PIPELINE_NAMESPACE},
+            {"name": PIPELINE_CONFIG, "namespace": pipeline_ns},
         ],
         "configMapGenerator": [
-            {"name": PIPELINE_CONFIG, "namespace": PIPELINE_NAMESPACE,
+            {"name": PIPELINE_CONFIG, "namespace": pipeline_ns,
              "literals": pipeline_config_literals(values)},
         ],
         "patches": [
@@ -206,7 +209,7 @@ def production_images(values: Values) -> list[dict[str, str]]:
     """kustomize `images:` moving every image of ours (components/images.py) to the production
     registry; the pipeline step images are listed too, though only the compiled IR names them."""
     prod = values.production
-    return [{"name": image(target).rsplit(":", 1)[0], "newName": f"{prod.registry}/python-{target}",
+    return [{"name": image(target).rsplit(":", 1)[0], "newName": names.image_repository(target, prod.registry),
              "newTag": prod.image_tag} for target in SERVICE_TARGETS + COMPONENT_TARGETS]
 
 
@@ -219,7 +222,7 @@ def production(values: Values) -> dict[str, Any]:
         "images": production_images(values),
         "generatorOptions": {"disableNameSuffixHash": True},
         "configMapGenerator": [
-            {"name": PIPELINE_CONFIG, "namespace": PIPELINE_NAMESPACE,
+            {"name": PIPELINE_CONFIG, "namespace": values.pipeline_namespace,
              "literals": pipeline_config_literals(values)},
         ],
         "patches": [
@@ -301,41 +304,50 @@ def seaweedfs(values: Values) -> dict[str, Any]:
     }
 
 
-HEADERS = {
-    "kind/kustomization.yaml":
-        "Local kind cluster. DEVELOPMENT CREDENTIALS ONLY: the generated Secrets hold throwaway values.\n"
-        "Images: components/images.py's default registry (localhost/portfolio-mlops) is what\n"
-        "scripts/build-images.sh loads into kind, so no `images:` override is needed.\n"
-        "Kubeflow Pipelines (standalone) is installed separately by its own script, not vendored here;\n"
-        "this overlay only adds the ConfigMap/Secret its pipeline pods read in namespace kubeflow.\n"
-        "Namespace kubeflow is NOT part of this overlay (so `kubectl delete -k` never deletes KFP's\n"
-        "namespace): applying by hand, run `kubectl create namespace kubeflow` first\n"
-        "(scripts/kind.sh up does it for you).\n"
-        "That Secret is empty on purpose (no auth on this MLflow, artifacts proxied); with auth, add\n"
-        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to it.\n"
-        "NetworkPolicies: ingress is denied by default; MLflow and serving admit any source on their\n"
-        "port (the NodePorts). kindnet enforces NetworkPolicy since kind v0.24.\n"
-        "CPU requests are lowered to fit a 2-vCPU runner next to kind and KFP (charts/overlays.py).",
-    "production/kustomization.yaml":
-        "Production. No Secrets are rendered: create in namespace portfolio-mlops beforehand (e.g. from a\n"
-        "secret manager) `postgres-credentials` (POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB),\n"
-        "`minio-credentials` (MINIO_ROOT_USER, MINIO_ROOT_PASSWORD) and `mlflow-auth` (admin-username,\n"
-        "admin-password of at least 12 characters - MLflow refuses to start otherwise -, flask-secret-key:\n"
-        "MLflow basic-auth is ON; /health stays open for the probes); Postgres values must be URL-safe\n"
-        "and free of `%` (they are part of the backend-store and auth database URIs). In namespace\n"
-        "kubeflow, create Secret `portfolio-mlops-mlflow` (MLFLOW_TRACKING_USERNAME,\n"
-        "MLFLOW_TRACKING_PASSWORD: an MLflow user that may write) for the pipeline pods; the\n"
-        "ConfigMap next to it (MLFLOW_TRACKING_URI) is rendered here.\n"
-        "Images: `images:` below moves ours to registry.example.com (a placeholder): set\n"
-        "ProductionValues.registry in charts/values.py and run `portfolio-mlops k8s render`, or here run\n"
-        "`kustomize edit set image localhost/portfolio-mlops/python-serving=<registry>/python-serving:<tag>`\n"
-        "(same for python-mlflow-server and the step images). Services stay ClusterIP: expose through\n"
-        "an Ingress; its controller's namespace (ingress-nginx) is the only outside source the\n"
-        "NetworkPolicies admit to MLflow and serving. Add the Ingress host to\n"
-        "MlflowValues.extra_allowed_hosts (MLflow answers 403 to any Host it does not list).",
-    "seaweedfs/kustomization.yaml":
-        "kind, with SeaweedFS instead of MinIO as the S3 store, behind the same Service `minio:9000`\n"
-        "and the same `minio-credentials`, so MLflow and the bucket Job are unchanged.",
-}
+def headers(values: Values) -> dict[str, str]:
+    """The comment on top of each overlay file that has one (overlay/file -> text), naming what the
+    values name."""
+    ns, pipeline_ns, prod = values.namespace, values.pipeline_namespace, values.production
+    pg_secret, minio_secret, auth_secret = values.postgres.secret, values.minio.secret, prod.auth_secret
+    registry_host = prod.registry.split("/", 1)[0]
+    placeholder = " (a placeholder)" if prod.registry == ProductionValues().registry else ""
+    serving_image = names.image_repository("serving")
+    return {
+        "kind/kustomization.yaml":
+            "Local kind cluster. DEVELOPMENT CREDENTIALS ONLY: the generated Secrets hold throwaway values.\n"
+            f"Images: components/images.py's default registry ({names.IMAGE_REGISTRY}) is what\n"
+            "scripts/build-images.sh loads into kind, so no `images:` override is needed.\n"
+            "Kubeflow Pipelines (standalone) is installed separately by its own script, not vendored here;\n"
+            f"this overlay only adds the ConfigMap/Secret its pipeline pods read in namespace {pipeline_ns}.\n"
+            f"Namespace {pipeline_ns} is NOT part of this overlay (so `kubectl delete -k` never deletes KFP's\n"
+            f"namespace): applying by hand, run `kubectl create namespace {pipeline_ns}` first\n"
+            "(scripts/kind.sh up does it for you).\n"
+            "That Secret is empty on purpose (no auth on this MLflow, artifacts proxied); with auth, add\n"
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to it.\n"
+            "NetworkPolicies: ingress is denied by default; MLflow and serving admit any source on their\n"
+            "port (the NodePorts). kindnet enforces NetworkPolicy since kind v0.24.\n"
+            "CPU requests are lowered to fit a 2-vCPU runner next to kind and KFP (charts/overlays.py).",
+        "production/kustomization.yaml":
+            f"Production. No Secrets are rendered: create in namespace {ns} beforehand (e.g. from a\n"
+            f"secret manager) `{pg_secret}` (POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB),\n"
+            f"`{minio_secret}` (MINIO_ROOT_USER, MINIO_ROOT_PASSWORD) and `{auth_secret}` (admin-username,\n"
+            "admin-password of at least 12 characters - MLflow refuses to start otherwise -, flask-secret-key:\n"
+            "MLflow basic-auth is ON; /health stays open for the probes); Postgres values must be URL-safe\n"
+            "and free of `%` (they are part of the backend-store and auth database URIs). In namespace\n"
+            f"{pipeline_ns}, create Secret `{PIPELINE_CONFIG}` (MLFLOW_TRACKING_USERNAME,\n"
+            "MLFLOW_TRACKING_PASSWORD: an MLflow user that may write) for the pipeline pods; the\n"
+            "ConfigMap next to it (MLFLOW_TRACKING_URI) is rendered here.\n"
+            f"Images: `images:` below moves ours to {registry_host}{placeholder}: set\n"
+            "ProductionValues.registry in charts/values.py and run `portfolio-mlops k8s render`, or here run\n"
+            f"`kustomize edit set image {serving_image}=<registry>/{names.IMAGE_PREFIX}serving:<tag>`\n"
+            f"(same for {names.IMAGE_PREFIX}mlflow-server and the step images). Services stay ClusterIP: expose through\n"
+            f"an Ingress; its controller's namespace ({prod.ingress_namespace}) is the only outside source the\n"
+            "NetworkPolicies admit to MLflow and serving. Add the Ingress host to\n"
+            "MlflowValues.extra_allowed_hosts (MLflow answers 403 to any Host it does not list).",
+        "seaweedfs/kustomization.yaml":
+            "kind, with SeaweedFS instead of MinIO as the S3 store, behind the same Service `minio:9000`\n"
+            f"and the same `{minio_secret}`, so MLflow and the bucket Job are unchanged.",
+    }
+
 
 OVERLAYS = {"kind": kind, "production": production, "seaweedfs": seaweedfs}

@@ -44,10 +44,11 @@ def render_files(values: Values | None = None) -> dict[str, str]:
     files = {f"base/{name}": to_yaml(build(values)) for name, build in base.FILES.items()}
     files["base/kustomization.yaml"] = to_yaml(
         {**overlays.KUSTOMIZATION, "namespace": values.namespace, "resources": list(base.FILES)})
+    headers = overlays.headers(values)
     for overlay, build in overlays.OVERLAYS.items():
         for name, content in build(values).items():
             path = f"overlays/{overlay}/{name}"
-            files[path] = to_yaml(content, overlays.HEADERS.get(f"{overlay}/{name}", ""))
+            files[path] = to_yaml(content, headers.get(f"{overlay}/{name}", ""))
     return files
 
 

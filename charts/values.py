@@ -1,14 +1,17 @@
-"""The typed values of the charts: everything an environment may change, with the base defaults."""
+"""The typed values of the charts: everything an environment may change, with the base defaults.
+
+Names other parts of the platform also use (namespaces, Secrets, the bucket, the model) default to
+portfolio_mlops/names.py's.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from components.images import image, tag
+from portfolio_mlops import names
 
-NAMESPACE = "portfolio-mlops"
-PIPELINE_NAMESPACE = "kubeflow"  # where KFP standalone runs the pipeline pods
-BUCKET = "mlflow"
+BUCKET = "mlflow"  # MLflow's artifact bucket in the object store
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class PostgresValues:
     image: str = "postgres:18.1-bookworm@sha256:cc9f4143a8d2fa8cf3749d0cb4d26ecf2d53a77a2ac807e9ebd67ae22426221a"
     uid: int = 999  # the image's `postgres` user
     storage: str = "10Gi"
-    secret: str = "postgres-credentials"  # keys POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB
+    secret: str = names.POSTGRES_SECRET  # keys POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB
     resources: Resources = Resources("100m", "256Mi", "1", "1Gi")
 
 
@@ -48,7 +51,7 @@ class MinioValues:
                          "@sha256:a7fe349ef4bd8521fb8497f55c6042871b2ae640607cf99d9bede5e9bdf11727")
     uid: int = 1000
     storage: str = "20Gi"
-    secret: str = "minio-credentials"  # keys MINIO_ROOT_USER, MINIO_ROOT_PASSWORD
+    secret: str = names.MINIO_SECRET  # keys MINIO_ROOT_USER, MINIO_ROOT_PASSWORD
     resources: Resources = Resources("100m", "256Mi", "1", "1Gi")
     client_resources: Resources = Resources("10m", "32Mi", "200m", "128Mi")
 
@@ -82,7 +85,7 @@ class ServingValues:
     uid: int = 1001
     replicas: int = 1
     port: int = 8080
-    model_uri: str = "models:/sp500-stock-ranker@champion"
+    model_uri: str = names.CHAMPION_MODEL_URI
     poll_seconds: int = 10  # how soon a moved alias is served (portfolio_mlops.serving)
     resources: Resources = Resources("100m", "512Mi", "1", "2Gi")
 
@@ -111,12 +114,15 @@ class ProductionValues:
     ingress_namespace: str = "ingress-nginx"
     # Pre-existing Secret (namespace portfolio-mlops) of MLflow basic-auth: keys admin-username,
     # admin-password, flask-secret-key (the CSRF key MLflow's auth app requires).
-    auth_secret: str = "mlflow-auth"
+    auth_secret: str = names.MLFLOW_AUTH_SECRET
 
 
 @dataclass(frozen=True)
 class Values:
-    namespace: str = NAMESPACE
+    namespace: str = names.NAMESPACE
+    # where KFP standalone runs the pipeline pods: the pipelines' ConfigMap/Secret go there, and the
+    # NetworkPolicies admit its step pods
+    pipeline_namespace: str = names.PIPELINE_NAMESPACE
     postgres: PostgresValues = field(default_factory=PostgresValues)
     minio: MinioValues = field(default_factory=MinioValues)
     seaweedfs: SeaweedfsValues = field(default_factory=SeaweedfsValues)

@@ -1,4 +1,4 @@
-"""Container images of the components: the one place their names and tags come from.
+"""Container images of the components: full image references, from the names in portfolio_mlops/names.py.
 
 The Dockerfile builds one target per component (`--target ingest`, ...); the Kubernetes charts
 read the same names. Override the registry with PORTFOLIO_MLOPS_REGISTRY (e.g. a kind-loaded
@@ -9,25 +9,18 @@ from __future__ import annotations
 
 import os
 
-from portfolio_mlops import __version__
-
-COMPONENT_TARGETS = ("ingest", "features", "train", "promote")
-SERVICE_TARGETS = ("mlflow-server", "serving")
+from portfolio_mlops import names
+from portfolio_mlops.names import COMPONENT_TARGETS, SERVICE_TARGETS  # noqa: F401  (callers import them from here)
 
 
 def registry() -> str:
-    return os.environ.get("PORTFOLIO_MLOPS_REGISTRY", "localhost/portfolio-mlops")
+    return os.environ.get(names.IMAGE_REGISTRY_ENV, names.IMAGE_REGISTRY)
 
 
 def tag() -> str:
-    return os.environ.get("PORTFOLIO_MLOPS_IMAGE_TAG", __version__)
+    return os.environ.get(names.IMAGE_TAG_ENV, names.IMAGE_TAG)
 
 
 def image(target: str) -> str:
-    """Full image reference of a Dockerfile target, e.g. localhost/portfolio-mlops/train:0.1.0.
-
-    The names contain "python" so that kfp knows a Python interpreter is inside (it warns otherwise).
-    """
-    if target not in COMPONENT_TARGETS + SERVICE_TARGETS:
-        raise ValueError(f"unknown image target {target!r}; known: {COMPONENT_TARGETS + SERVICE_TARGETS}")
-    return f"{registry()}/python-{target}:{tag()}"
+    """Full image reference of a Dockerfile target, e.g. localhost/portfolio-mlops/python-train:0.1.0."""
+    return f"{names.image_repository(target, registry())}:{tag()}"

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from charts.values import NAMESPACE
 from portfolio_mlops.errors import PortfolioMLOpsError
+from portfolio_mlops.names import NAMESPACE
 
 NAME_LABEL = "app.kubernetes.io/name"
 COMPONENT_LABEL = "app.kubernetes.io/component"

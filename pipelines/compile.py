@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
-COMPILED = Path(__file__).resolve().parent / "training_pipeline.yaml"
+from portfolio_mlops.names import COMPILED_PIPELINE
+
+COMPILED = Path(__file__).resolve().parent / COMPILED_PIPELINE
 
 
 def compile_pipeline(path: str | Path = COMPILED) -> Path:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, TextIO
 
+from portfolio_mlops.algorithms import ALGORITHMS
 # pid and host of the CLI that owns a work folder in its OWNER_MARKER; the next run removes it if dead
 from portfolio_mlops.session import KFP_WORK_PREFIX as WORK_PREFIX, OWNER_MARKER  # noqa: E402
 
@@ -73,7 +74,7 @@ FIGURES = [  # (step, pattern, how to show it)
     ("ingest", re.compile(r"data quality \((\S+)\): [\d,]+ rows in, ([\d,]+) kept; \d+ tickers in, (\d+) kept; (\S+ \.\. \S+)"),
      lambda m: f"{m[3]} tickers, {m[2]} rows, {m[4]}"),
     ("features", re.compile(r"([\d,]+) samples x (\d+) features"), lambda m: f"{m[1]} samples x {m[2]} features"),
-    ("train", re.compile(r"^\s*(ridge|lasso|elasticnet|hgb): (\d+) refits, .*?ic_mean (\S+?),.*?net_sharpe (\S+?),"),
+    ("train", re.compile(rf"^\s*({'|'.join(map(re.escape, ALGORITHMS))}): (\d+) refits, .*?ic_mean (\S+?),.*?net_sharpe (\S+?),"),
      lambda m: f"{m[1]}: {m[2]} refits, IC {float(m[3]):.4f}, net Sharpe {float(m[4]):.2f}"),
     ("promote", re.compile(r"^\s*(promotion: .*)$"), lambda m: m[1]),
 ]

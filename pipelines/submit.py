@@ -38,11 +38,12 @@ from typing import Any, Callable
 
 import yaml
 
+from portfolio_mlops import names
 from portfolio_mlops.errors import ConfigError, PortfolioMLOpsError
 
-DEFAULT_PACKAGE = Path(__file__).resolve().parent / "training_pipeline.yaml"
-DEFAULT_PIPELINE_NAME = "sp500-stock-ranking"
-DEFAULT_EXPERIMENT = "sp500-stock-ranking"
+DEFAULT_PACKAGE = Path(__file__).resolve().parent / names.COMPILED_PIPELINE
+DEFAULT_PIPELINE_NAME = names.PIPELINE
+DEFAULT_EXPERIMENT = names.EXPERIMENT
 
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
@@ -434,7 +435,7 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", required=True, metavar="URL",
                         help="KFP API endpoint, e.g. http://127.0.0.1:8888 (port-forwarded ml-pipeline service)")
     parser.add_argument("--package", default=str(DEFAULT_PACKAGE), metavar="YAML",
-                        help="compiled pipeline (default: pipelines/training_pipeline.yaml)")
+                        help=f"compiled pipeline (default: pipelines/{names.COMPILED_PIPELINE})")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, metavar="NAME",
                         help=f"experiment, created if missing (default: {DEFAULT_EXPERIMENT})")
     parser.add_argument("--pipeline-name", default=DEFAULT_PIPELINE_NAME, metavar="NAME",

@@ -19,11 +19,12 @@ from components.features import features
 from components.ingest import ingest
 from components.promote import promote
 from components.train import train
+from portfolio_mlops import names
+from portfolio_mlops.algorithms import ALGORITHMS
 
-PIPELINE_NAME = "sp500-stock-ranking"
-MLFLOW_CONFIGMAP = "portfolio-mlops-mlflow"  # keys: MLFLOW_TRACKING_URI, MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD
-MLFLOW_SECRET = "portfolio-mlops-mlflow"  # optional keys: tracking basic-auth, S3 credentials for direct artifact access
-DEFAULT_ALGORITHMS = ["ridge", "lasso", "elasticnet", "hgb"]
+MLFLOW_CONFIGMAP = names.PIPELINE_MLFLOW_CONFIG  # keys: MLFLOW_TRACKING_URI, MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD
+MLFLOW_SECRET = names.PIPELINE_MLFLOW_CONFIG  # optional keys: tracking basic-auth, S3 credentials for direct artifact access
+DEFAULT_ALGORITHMS = list(ALGORITHMS)  # the fan-out: every registered algorithm
 
 # (cpu request, cpu limit, memory request, memory limit) per step.
 # Limits are sized for a full S&P 500 panel. Requests are what the scheduler must find free, and the
@@ -67,7 +68,7 @@ def _shape(task: dsl.PipelineTask, step: str) -> dsl.PipelineTask:
     return task
 
 
-@dsl.pipeline(name=PIPELINE_NAME, description="Walk-forward S&P 500 stock ranking with honest evaluation, "
+@dsl.pipeline(name=names.PIPELINE, description="Walk-forward S&P 500 stock ranking with honest evaluation, "
                                               "tracked in MLflow, promoted only on evidence.")
 def training_pipeline(
     data_source: str = "",

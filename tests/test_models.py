@@ -1,10 +1,14 @@
-"""Linear fits from running moments must equal scikit-learn's own fits on the same samples."""
+"""Linear fits from running moments must equal scikit-learn's own fits on the same samples; the algorithm
+registry says truly what each algorithm is."""
+
+import re
 
 import numpy as np
 import pytest
 from sklearn.linear_model import ElasticNet, Lasso, Ridge
 
-from portfolio_mlops.config import ModelSpec
+from portfolio_mlops.algorithms import ALGORITHMS
+from portfolio_mlops.config import ModelSpec, RunConfig, load_config
 from portfolio_mlops.errors import ConfigError
 from portfolio_mlops.models import Moments, RunningMoments, fit_from_moments, make_estimator
 
@@ -70,3 +74,48 @@ def test_unknown_hyperparameter_is_a_config_error_naming_it():
 def test_hgb_gets_the_seed():
     model = make_estimator(ModelSpec(algorithm="hgb"), seed=7)
     assert model.get_params()["random_state"] == 7
+
+
+# --- the algorithm registry (portfolio_mlops/algorithms.py): one entry per algorithm, all else derived ---
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_each_registered_algorithm_is_a_default_model_whose_defaults_its_estimator_accepts(name):
+    algorithm = ALGORITHMS[name]
+    spec = next(m for m in RunConfig().models if m.algorithm == name)
+    assert (spec.params, spec.train_sample_every_days) == (algorithm.params, algorithm.train_sample_every_days)
+    estimator = make_estimator(spec)
+    assert {key: estimator.get_params()[key] for key in spec.params} == spec.params
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_an_algorithm_is_registered_as_seeded_exactly_when_the_seed_changes_its_estimator(name):
+    spec = ModelSpec(algorithm=name)
+    differs = make_estimator(spec, seed=0).get_params() != make_estimator(spec, seed=1).get_params()
+    assert differs == ALGORITHMS[name].seeded
+
+
+@pytest.mark.parametrize("name", [name for name, a in ALGORITHMS.items() if a.moment_refits])
+def test_an_algorithm_registered_for_moment_refits_fits_from_moments_as_scikit_learn_does(name):
+    x, y = _regression()
+    estimator = make_estimator(ModelSpec(algorithm=name, params=ALGORITHMS[name].params))
+    if "tol" in estimator.get_params():  # converge fully, so both sides find the same optimum
+        estimator.set_params(tol=1e-12, max_iter=100_000)
+    fitted = fit_from_moments(estimator, Moments.of(x, y))
+    np.testing.assert_allclose(fitted.predict(x), estimator.fit(x, y).predict(x), atol=1e-7)
+
+
+def test_an_unregistered_algorithm_is_refused_naming_the_registered_ones(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("models:\n  - algorithm: xgb\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=re.escape(
+            "models.0.algorithm: Input should be 'ridge', 'lasso', 'elasticnet' or 'hgb' (got 'xgb')")):
+        load_config(path)
+
+
+def test_the_local_runner_reads_the_train_figure_line_of_every_registered_algorithm():
+    from pipelines.local import FIGURES
+
+    pattern = next(p for step, p, _ in FIGURES if step == "train")
+    for name in ALGORITHMS:
+        line = f"{name}: 12 refits, ic_mean 0.0222, ic_tstat 1.3480, oos_r2 -0.0045, net_cagr 0.1808, net_sharpe 0.8147,"
+        assert pattern.search(line)[1] == name

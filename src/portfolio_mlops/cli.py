@@ -12,7 +12,7 @@ import importlib
 import sys
 from typing import Any, Callable, Sequence
 
-from portfolio_mlops import __version__, options
+from portfolio_mlops import __version__, algorithms, options
 from portfolio_mlops.errors import ConfigError, PortfolioMLOpsError
 
 DESCRIPTION = """\
@@ -50,7 +50,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML run configuration (see `portfolio-mlops config`)")
     add_preset(parser)
     options.add_flags(parser, *options.COMMON_FLAGS)
-    parser.add_argument("--algorithms", metavar="LIST", help="comma-separated subset of ridge,lasso,elasticnet,hgb")
+    parser.add_argument("--algorithms", metavar="LIST", help=f"comma-separated subset of {algorithms.listing()}")
     parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
 
 
@@ -107,7 +107,7 @@ def config_from_args(args: argparse.Namespace):
         chosen = [a.strip().lower() for a in args.algorithms.split(",") if a.strip()]
         if not chosen:  # `--algorithms ''` (an unset shell variable) must not silently mean "all"
             raise ConfigError(f"--algorithms {args.algorithms!r} names no algorithm; give a comma-separated subset "
-                              "of ridge,lasso,elasticnet,hgb, or leave the option out for all of them")
+                              f"of {algorithms.listing()}, or leave the option out for all of them")
         cfg = cfg.with_algorithms(chosen)
     return cfg
 

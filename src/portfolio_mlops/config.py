@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from portfolio_mlops import names
+from portfolio_mlops.algorithms import ALGORITHMS
 from portfolio_mlops.errors import ConfigError
-
-ALGORITHMS = ("ridge", "lasso", "elasticnet", "hgb")
 
 
 class _Strict(BaseModel):
@@ -110,8 +110,14 @@ class WalkForwardConfig(_Strict):
         return value
 
 
+def _one_of(choices: list[str]) -> str:
+    """`'ridge', 'lasso', 'elasticnet' or 'hgb'`, as pydantic words a Literal's choices."""
+    quoted = [repr(choice) for choice in choices]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
 class ModelSpec(_Strict):
-    algorithm: Literal["ridge", "lasso", "elasticnet", "hgb"]
+    algorithm: str = Field(description="A name of portfolio_mlops/algorithms.py's ALGORITHMS.")
     params: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, list[Any]] | None = Field(
         None, description="Inner time-series search grid, evaluated on a purged validation tail of each training window."
@@ -122,24 +128,23 @@ class ModelSpec(_Strict):
         "with the run's seed (linear models use all dates for free).",
     )
 
+    @field_validator("algorithm", mode="before")
+    @classmethod
+    def _registered(cls, value: Any) -> Any:
+        # the registry, not a Literal, so adding an algorithm is one entry there (same message as a Literal's)
+        if not isinstance(value, str) or value not in ALGORITHMS:
+            raise ValueError(f"Input should be {_one_of(list(ALGORITHMS))}")
+        return value
+
     @property
     def name(self) -> str:
         return self.algorithm
 
 
 def default_models() -> list[ModelSpec]:
-    return [
-        ModelSpec(algorithm="ridge", params={"alpha": 1.0}),
-        ModelSpec(algorithm="lasso", params={"alpha": 2e-5}),
-        ModelSpec(algorithm="elasticnet", params={"alpha": 1e-4, "l1_ratio": 0.5}),
-        ModelSpec(
-            algorithm="hgb",
-            # 30 trees at 0.1 on one seeded-random date per 10 (was 60 at 0.05 on every 5th date): ~3x faster,
-            # out-of-sample IC unchanged within its standard error (README, "Features and models").
-            params={"max_iter": 30, "learning_rate": 0.1, "max_leaf_nodes": 15, "min_samples_leaf": 500, "l2_regularization": 1.0},
-            train_sample_every_days=10,
-        ),
-    ]
+    """One model per registered algorithm, with its registered defaults (portfolio_mlops/algorithms.py)."""
+    return [ModelSpec(algorithm=a.name, params=dict(a.params), train_sample_every_days=a.train_sample_every_days)
+            for a in ALGORITHMS.values()]
 
 
 class PortfolioConfig(_Strict):
@@ -171,8 +176,8 @@ class TrackingConfig(_Strict):
         True, description="After registering, judge the versions and move the champion alias on evidence "
         "(`run --no-promote` sets False: log and register only).",
     )
-    experiment: str = "sp500-stock-ranking"
-    registered_model: str = "sp500-stock-ranker"
+    experiment: str = names.EXPERIMENT
+    registered_model: str = names.REGISTERED_MODEL
     equity_curve_every_days: int = Field(
         1, ge=1, description="Log every k-th day of each equity curve as metric history (1 = every day)."
     )

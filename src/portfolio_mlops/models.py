@@ -14,16 +14,17 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
-from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import ElasticNet, Lasso, Ridge
 
+from portfolio_mlops.algorithms import ALGORITHMS
 from portfolio_mlops.config import ModelSpec
 from portfolio_mlops.errors import ConfigError
 
-LINEAR_ALGORITHMS = ("ridge", "lasso", "elasticnet")
-# Algorithms whose fit depends on the seed (gradient boosting: its sampled training dates and
-# random_state); evaluation reports them as mean +- std over EvaluationConfig.seeds seeds.
-SEEDED_ALGORITHMS = ("hgb",)
+# Both from the registry (portfolio_mlops/algorithms.py): the algorithms refitted from running moments,
+# and those whose fit depends on the seed (gradient boosting: its sampled training dates and
+# random_state), which evaluation reports as mean +- std over EvaluationConfig.seeds seeds.
+LINEAR_ALGORITHMS = tuple(name for name, algorithm in ALGORITHMS.items() if algorithm.moment_refits)
+SEEDED_ALGORITHMS = tuple(name for name, algorithm in ALGORITHMS.items() if algorithm.seeded)
 
 
 def uses_seed(spec) -> bool:
@@ -41,12 +42,7 @@ def make_estimator(spec: ModelSpec, params: dict[str, Any] | None = None, seed: 
     (walk_forward.sampled_training_dates), so different seeds give different models; the linear fits
     are deterministic.
     """
-    base: BaseEstimator = {
-        "ridge": Ridge(),
-        "lasso": Lasso(max_iter=10_000),
-        "elasticnet": ElasticNet(max_iter=10_000),
-        "hgb": HistGradientBoostingRegressor(random_state=seed, early_stopping=False),
-    }[spec.algorithm]
+    base: BaseEstimator = ALGORITHMS[spec.algorithm].estimator(seed)
     chosen = spec.params if params is None else params
     try:
         return base.set_params(**chosen)

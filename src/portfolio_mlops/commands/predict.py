@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from portfolio_mlops.names import CHAMPION_MODEL_URI, REGISTERED_MODEL
+
 
 def add_parser(subcommands: Any) -> None:
     predict = subcommands.add_parser(
@@ -17,12 +19,12 @@ def add_parser(subcommands: Any) -> None:
         epilog="examples:\n"
                "  portfolio-mlops predict                                    # the champion on the embedded data\n"
                "  portfolio-mlops predict --data all_stocks_5yr.csv.gz --output portfolio.csv\n"
-               "  portfolio-mlops predict --model-uri models:/sp500-stock-ranker/3 --as-of 2017-06-30 --output p.json\n"
+               f"  portfolio-mlops predict --model-uri models:/{REGISTERED_MODEL}/3 --as-of 2017-06-30 --output p.json\n"
                "exit status 2 when there is no champion (the message lists the versions) or the data is unusable.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     predict.add_argument("--data", metavar="PATH", help="a file or folder in a supported layout (default: embedded data)")
     predict.add_argument("--model-uri", metavar="URI",
-                         help="models:/<name>@<alias> or models:/<name>/<version> (default models:/sp500-stock-ranker@champion)")
+                         help=f"models:/<name>@<alias> or models:/<name>/<version> (default {CHAMPION_MODEL_URI})")
     predict.add_argument("--as-of", metavar="DATE", help="decide at this trading day of the data, using rows up to it only")
     predict.add_argument("--output", metavar="FILE", help="also write every scored ticker to FILE (.csv or .json)")
     predict.set_defaults(func=predict_command)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from portfolio_mlops.names import CHAMPION_MODEL_URI
+
 
 def add_parser(subcommands: Any) -> None:
     serve = subcommands.add_parser(
@@ -15,12 +17,12 @@ def add_parser(subcommands: Any) -> None:
                     "previous one serving). /health: alive; /ping: 200 once a model is loaded, else 503 with\n"
                     "the reason; /version: the served version. Flags override the environment variables named.",
         epilog="examples:\n"
-               "  portfolio-mlops serve                          # models:/sp500-stock-ranker@champion on 127.0.0.1:8080\n"
+               f"  portfolio-mlops serve                          # {CHAMPION_MODEL_URI} on 127.0.0.1:8080\n"
                "  MLFLOW_TRACKING_URI=http://127.0.0.1:15000 portfolio-mlops serve --port 8081 --poll-seconds 5\n"
                "  curl -s localhost:8081/version",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--model-uri", metavar="URI",
-                       help="models:/<registered model>@<alias> (env MODEL_URI; default models:/sp500-stock-ranker@champion)")
+                       help=f"models:/<registered model>@<alias> (env MODEL_URI; default {CHAMPION_MODEL_URI})")
     serve.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking server (env MLFLOW_TRACKING_URI)")
     serve.add_argument("--host", metavar="ADDRESS", help="address to bind (env HOST; default 127.0.0.1)")
     serve.add_argument("--port", type=int, metavar="PORT", help="port to bind (env PORT; default 8080)")
