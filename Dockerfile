@@ -28,7 +28,7 @@ RUN touch /build/project/README.md
 COPY src /build/project/src
 COPY components /build/project/components
 COPY pipelines /build/project/pipelines
-# charts/: `portfolio-mlops cluster` reads the namespace from charts.values (the one home of that name).
+# charts/: a package of the wheel (pyproject's package list), so it must be in the build context.
 COPY charts /build/project/charts
 RUN --mount=type=cache,target=/var/cache/pip \
     python3 -m venv /opt/builder \
@@ -142,7 +142,9 @@ FROM runtime AS serving
 COPY --from=venv-serving /opt/venv /opt/venv
 LABEL org.opencontainers.image.title="portfolio-mlops serving" \
       org.opencontainers.image.description="Serves models:/<model>@champion over HTTP and follows the alias (/health, /ping, /version, /invocations)"
-ENV MODEL_URI=models:/sp500-stock-ranker@champion HOST=0.0.0.0 PORT=8080 POLL_SECONDS=10
+# MODEL_URI is not set here: `serve` defaults to portfolio_mlops.names.CHAMPION_MODEL_URI (the one home
+# of that name) and the Deployment sets it explicitly.
+ENV HOST=0.0.0.0 PORT=8080 POLL_SECONDS=10
 USER 1001
 EXPOSE 8080
 # Starts without a model: not ready (/ping 503) until the alias resolves, never a crash loop. Versions are
