@@ -68,11 +68,10 @@ def train_champion(folder: Path) -> str:
                     benchmarks=BenchmarkConfig(random_seeds=1, factors=[]), models=[ModelSpec(algorithm="ridge")],
                     tracking=TrackingConfig(experiment="bench-serving", registered_model=MODEL_NAME),
                     promotion=PromotionPolicy(min_ic_tstat=-1e9, min_excess_vs_equal_weight=-1e9))
-    chain = runner.run_chain(cfg, folder / "report")
-    tracked, decision = runner.track_and_promote(chain, cfg, folder / "report")
-    if not decision.promoted:
-        raise SystemExit(f"no champion: {decision.summary_line()}")
-    return tracked.model_versions["ridge"]
+    chain = runner.run_chain(cfg, folder / "report")  # tracked and promoted: cfg.tracking is on by default
+    if not chain.decision.promoted:
+        raise SystemExit(f"no champion: {chain.decision.summary_line()}")
+    return chain.tracked.model_versions["ridge"]
 
 
 def start_server(download_dir: Path):
