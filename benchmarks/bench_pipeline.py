@@ -27,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 KFP_TARGET_RATIO = 1.3  # issue 14: a kfp.local run takes at most 1.3x the in-process run
-CLI = [sys.executable, "-c", "from pipelines.cli import main; import sys; sys.exit(main())"]
+CLI = [sys.executable, "-c", "from portfolio_mlops_kfp.pipelines.cli import main; import sys; sys.exit(main())"]
 
 
 def children_cpu() -> float:

@@ -7,8 +7,8 @@ pre-existing in production).
 
 from __future__ import annotations
 
-from charts import objects as k
-from charts.values import BUCKET, Values
+from portfolio_mlops_kfp.charts import objects as k
+from portfolio_mlops_kfp.charts.values import BUCKET, Values
 
 POSTGRES_PORT = 5432
 MINIO_API_PORT = 9000

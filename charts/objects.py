@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from charts.values import Resources
+from portfolio_mlops_kfp.charts.values import Resources
 
 PART_OF = "portfolio-mlops"
 Manifest = dict[str, Any]

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from charts import base
-from charts import objects as k
-from charts.objects import cpu_millicores, pod_templates
-from charts.values import ProductionValues, Resources, Values
-from components.images import COMPONENT_TARGETS, SERVICE_TARGETS, image
 from portfolio_mlops import names
+from portfolio_mlops_kfp.charts import base
+from portfolio_mlops_kfp.charts import objects as k
+from portfolio_mlops_kfp.charts.objects import cpu_millicores, pod_templates
+from portfolio_mlops_kfp.charts.values import ProductionValues, Resources, Values
+from portfolio_mlops_kfp.components.images import COMPONENT_TARGETS, SERVICE_TARGETS, image
 
 KUSTOMIZATION = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
 # The pipelines' ConfigMap + optional Secret, in Values.pipeline_namespace: the compiled pipeline

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from components.images import image, tag
 from portfolio_mlops import names
+from portfolio_mlops_kfp.components.images import image, tag
 
 BUCKET = "mlflow"  # MLflow's artifact bucket in the object store
 
@@ -74,7 +74,7 @@ class MlflowValues:
     replicas: int = 1
     port: int = 5000
     # Host headers MLflow must accept besides the in-cluster Service names and port-forward forms,
-    # which charts.base.mlflow_allowed_hosts derives (e.g. an Ingress host, with its port if not 80).
+    # which base.mlflow_allowed_hosts (charts/base.py) derives (e.g. an Ingress host, with its port if not 80).
     extra_allowed_hosts: tuple[str, ...] = ()
     resources: Resources = Resources("100m", "512Mi", "1", "2Gi")
 
@@ -94,7 +94,7 @@ class ServingValues:
 class KindValues:
     """The local kind cluster: fixed NodePorts (k8s/kind/cluster.yaml maps them to 127.0.0.1) and
     requests small enough to share a 2-vCPU runner with kind's control plane and KFP (see
-    charts.overlays.KIND_CPU_BUDGET for the arithmetic)."""
+    overlays.KIND_CPU_BUDGET in charts/overlays.py for the arithmetic)."""
 
     mlflow_node_port: int = 30500
     serving_node_port: int = 30080

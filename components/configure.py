@@ -10,7 +10,7 @@ It runs on the train image: it checks every hyperparameter against scikit-learn'
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components.images import image
+from portfolio_mlops_kfp.components.images import image
 
 
 @dsl.component(base_image=image("train"), install_kfp_package=False)

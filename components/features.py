@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components.images import image
+from portfolio_mlops_kfp.components.images import image
 
 
 @dsl.component(base_image=image("features"), install_kfp_package=False)

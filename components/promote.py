@@ -5,7 +5,7 @@ from typing import List
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
-from components.images import image
+from portfolio_mlops_kfp.components.images import image
 
 
 @dsl.component(base_image=image("promote"), install_kfp_package=False)

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components.images import image
+from portfolio_mlops_kfp.components.images import image
 
 
 @dsl.component(base_image=image("train"), install_kfp_package=False)

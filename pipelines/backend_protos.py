@@ -14,8 +14,8 @@ Python, so `install` puts them in `.cache/kfp-backend-protos/<version>` (pip --n
 `check` imports them in a fresh interpreter where the venv's kfp SDK (another version) cannot
 shadow them, then parses with `ignore_unknown_fields=False`.
 
-    python -m pipelines.backend_protos install [--version V]      # scripts/setup.sh runs this
-    python -m pipelines.backend_protos check [--version V] [IR]   # default: the pin, the committed IR
+    python -m portfolio_mlops_kfp.pipelines.backend_protos install [--version V]     # scripts/setup.sh runs this
+    python -m portfolio_mlops_kfp.pipelines.backend_protos check [--version V] [IR]  # default: pin, committed IR
 """
 
 from __future__ import annotations
@@ -31,10 +31,13 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.compile import COMPILED
-from pipelines.versions import REPO, kfp_backend_version
 from portfolio_mlops.errors import PortfolioMLOpsError
+from portfolio_mlops_kfp.pipelines.compile import COMPILED
+from portfolio_mlops_kfp.pipelines.versions import REPO, kfp_backend_version
 
+# Run as `python -m MODULE` (scripts/setup.sh, and the strict parse in its own interpreter); `__name__`
+# is "__main__" there.
+MODULE = "portfolio_mlops_kfp.pipelines.backend_protos"
 CACHE = REPO / ".cache" / "kfp-backend-protos"
 WHEELS = ("kfp-pipeline-spec", "kfp-kubernetes")
 # The generated modules, by the import name the wheels give them (relative to the install folder).
@@ -102,7 +105,7 @@ def check(ir: str | Path = COMPILED, version: str | None = None) -> CheckResult:
     """Parse `ir` strictly against the protos of backend `version` (default: the pin) in a fresh interpreter."""
     version = version or kfp_backend_version()
     folder = install(version)
-    done = subprocess.run([sys.executable, "-m", "pipelines.backend_protos", "parse-isolated", str(folder), str(ir)],
+    done = subprocess.run([sys.executable, "-m", MODULE, "parse-isolated", str(folder), str(ir)],
                           capture_output=True, text=True, cwd=REPO)
     if done.returncode != 0:
         raise BackendProtosError(f"the strict parse against {folder} crashed: {done.stderr.strip()[-2000:]}")
@@ -188,7 +191,7 @@ def _run_parse_isolated(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.backend_protos", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     version_help = "KFP backend release (default: $KFP_VERSION, else KFP_VERSION in k8s/versions.env)"
     installing = commands.add_parser("install", help="install the protos of a KFP backend release into .cache/")

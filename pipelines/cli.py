@@ -24,7 +24,7 @@ def extend(sub: Any) -> None:
     commands = pipeline.add_subparsers(dest="pipeline_command", required=True, metavar="SUBCOMMAND")
     compile_parser = commands.add_parser("compile", help="write the IR YAML",
                                          description="Compile pipelines/training.py to IR YAML.")
-    from pipelines.compile import COMPILED
+    from portfolio_mlops_kfp.pipelines.compile import COMPILED
 
     compile_parser.add_argument("--output", metavar="FILE", default=str(COMPILED),
                                 help=f"where to write it (default: {COMPILED}, the committed copy)")
@@ -33,7 +33,7 @@ def extend(sub: Any) -> None:
         description="Create (or reuse) the experiment, upload the pipeline or a new version of it, start a run "
                     "with parameters, optionally a recurring run (--cron), and with --wait follow it to the end; "
                     "the exit status is 0 only when the run succeeded.")
-    from pipelines.submit import add_submit_arguments
+    from portfolio_mlops_kfp.pipelines.submit import add_submit_arguments
 
     add_submit_arguments(submit_parser)
     pipeline.set_defaults(func=pipeline_command)
@@ -52,7 +52,7 @@ def extend(sub: Any) -> None:
                     "pods, MLflow health and the served model version; `wait` blocks until the named workloads are "
                     "ready. Exit status: 0 ready, 1 not ready / timed out (with the reason), 2 API unreachable or "
                     "bad usage.")
-    from pipelines.cluster import add_arguments
+    from portfolio_mlops_kfp.pipelines.cluster import add_arguments
 
     add_arguments(cluster)
     cluster.set_defaults(func=cluster_command)
@@ -60,24 +60,24 @@ def extend(sub: Any) -> None:
 
 def pipeline_command(args: argparse.Namespace) -> int:
     if args.pipeline_command == "compile":
-        from pipelines.compile import compile_pipeline
+        from portfolio_mlops_kfp.pipelines.compile import compile_pipeline
 
         path = compile_pipeline(args.output)
         print(f"wrote {path}")
         return 0
-    from pipelines.submit import run_submit
+    from portfolio_mlops_kfp.pipelines.submit import run_submit
 
     return run_submit(args)
 
 
 def cluster_command(args: argparse.Namespace) -> int:
-    from pipelines.cluster import run_command
+    from portfolio_mlops_kfp.pipelines.cluster import run_command
 
     return run_command(args)
 
 
 def k8s_command(args: argparse.Namespace) -> int:
-    from charts.render import render_tree
+    from portfolio_mlops_kfp.charts.render import render_tree
 
     written = render_tree(args.output)
     print(f"wrote {len(written)} files under {args.output}/")
@@ -94,8 +94,8 @@ def pipeline_parameters(cfg: Any) -> dict[str, Any]:
 
 def run_kfp(args: argparse.Namespace, cfg: Any, _progress: Any = None) -> int:
     """`run --engine kfp`; args.output is the run's partial folder (portfolio_mlops.commands.run.in_session)."""
-    from pipelines.local import run_local
     from portfolio_mlops.report import summary_table
+    from portfolio_mlops_kfp.pipelines.local import run_local
 
     # --no-tracking / --no-promote are in cfg.tracking, which reaches the promote step in config_yaml.
     report_dir = getattr(args, "report_dir", Path(args.output).resolve())

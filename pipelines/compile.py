@@ -10,7 +10,7 @@ COMPILED = Path(__file__).resolve().parent / COMPILED_PIPELINE
 def compile_pipeline(path: str | Path = COMPILED) -> Path:
     from kfp import compiler
 
-    from pipelines.training import training_pipeline
+    from portfolio_mlops_kfp.pipelines.training import training_pipeline
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -194,9 +194,8 @@ def run_local(params: dict[str, Any], output_dir: str | Path, work_dir: str | Pa
     everything with `verbose`.
     A failed step raises StepFailedError with the step's own error line and its exit status.
     """
-    from pipelines.training import training_pipeline
-
     from portfolio_mlops.session import clean_stale_folders, owner_marker
+    from portfolio_mlops_kfp.pipelines.training import training_pipeline
 
     clean_stale_folders(tempfile.gettempdir(), WORK_PREFIX, OWNER_MARKER)  # what a killed run left
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix=WORK_PREFIX))

@@ -14,13 +14,13 @@ from typing import NamedTuple
 from kfp import dsl, kubernetes
 from kfp.dsl import Dataset
 
-from components.configure import configure
-from components.features import features
-from components.ingest import ingest
-from components.promote import promote
-from components.train import train
 from portfolio_mlops import names
 from portfolio_mlops.algorithms import ALGORITHMS
+from portfolio_mlops_kfp.components.configure import configure
+from portfolio_mlops_kfp.components.features import features
+from portfolio_mlops_kfp.components.ingest import ingest
+from portfolio_mlops_kfp.components.promote import promote
+from portfolio_mlops_kfp.components.train import train
 
 MLFLOW_CONFIGMAP = names.PIPELINE_MLFLOW_CONFIG  # keys: MLFLOW_TRACKING_URI, MLFLOW_ENABLE_PROXY_MULTIPART_DOWNLOAD
 MLFLOW_SECRET = names.PIPELINE_MLFLOW_CONFIG  # optional keys: tracking basic-auth, S3 credentials for direct artifact access

@@ -89,10 +89,14 @@ build() {  # build TARGET NAME LOG
     fi
 }
 
+image_name() {
+    "$PYTHON" -c "from portfolio_mlops_kfp.components.images import image; print(image('$1'))"
+}
+
 ROWS=()
 printf '%-14s %-56s %8s %9s  %s\n' target image size seconds "image id"
 for target in "${TARGETS[@]}"; do
-    name=$("$PYTHON" -c "from components.images import image; print(image('$target'))")
+    name=$(image_name "$target")
     log="/tmp/portfolio-mlops-build-$target.log"
     started=$(date +%s%N)
     build "$target" "$name" "$log" \
@@ -105,7 +109,7 @@ for target in "${TARGETS[@]}"; do
     ROWS+=("| \`$target\` | $size | $seconds | \`$id\` |")
 done
 distinct=$(for target in "${TARGETS[@]}"; do
-    docker image inspect "$("$PYTHON" -c "from components.images import image; print(image('$target'))")" --format '{{.Id}}'
+    docker image inspect "$(image_name "$target")" --format '{{.Id}}'
 done | sort -u | wc -l)
 echo "build-images: ${#TARGETS[@]} targets, $distinct distinct image ids, $BUILDER builder"
 

@@ -102,7 +102,7 @@ cluster_exists() {
 # One image reference per line. Call it as `images=$(our_images) || die ...`: in a process
 # substitution a Python failure would go unnoticed and the cluster would pull, and fail, later.
 our_images() {
-    "$PYTHON" -c 'from components.images import COMPONENT_TARGETS, SERVICE_TARGETS, image
+    "$PYTHON" -c 'from portfolio_mlops_kfp.components.images import COMPONENT_TARGETS, SERVICE_TARGETS, image
 print("\n".join(image(t) for t in COMPONENT_TARGETS + SERVICE_TARGETS))'
 }
 
@@ -129,8 +129,8 @@ cmd_up() {
         scripts/build-images.sh ${BUILD_ARGS:-}
     fi
     local images img
-    images=$(our_images) || die "could not list our images ($PYTHON -c 'from components.images import ...' failed)"
-    [ -n "$images" ] || die "components.images lists no images"
+    images=$(our_images) || die "could not list our images ($PYTHON: portfolio_mlops_kfp.components.images failed)"
+    [ -n "$images" ] || die "portfolio_mlops_kfp.components.images lists no images"
     while IFS= read -r img; do
         [ -n "$img" ] || continue
         log "loading $img into kind"

@@ -22,7 +22,7 @@ fi
 # The protos of the pinned KFP backend (k8s/versions.env), for tests/test_kfp_backend_protos.py: the
 # kfp-pipeline-spec/kfp-kubernetes wheels of that release into .cache/kfp-backend-protos/<version>
 # (skipped when present). Not the SDK's own: the backend may be older than the SDK we compile with.
-.venv/bin/python -m pipelines.backend_protos install
+.venv/bin/python -m portfolio_mlops_kfp.pipelines.backend_protos install
 # checkov (policy checks of the rendered k8s/ overlays, tests/test_k8s_policy.py) in a venv of its
 # own: it pins many packages that must not constrain .venv. Skipped when present.
 CHECKOV_VERSION=3.3.30

@@ -7,7 +7,7 @@ a kubeconfig pointing at it, and let the real `kubernetes` client (kubeconfig lo
 auth, request building, JSON deserialisation into V1Deployment/V1Pod/...) talk to it, as
 tests/kfp_standin.py does for KFP.
 
-It answers only what `pipelines.cluster` calls, with objects shaped like the real API's JSON:
+It answers only what `portfolio_mlops_kfp.pipelines.cluster` calls, with objects shaped like the real API's JSON:
 
     GET /api/v1/namespaces/{ns}/pods
     GET /apis/apps/v1/namespaces/{ns}/deployments

@@ -1,10 +1,10 @@
 """A stand-in for a Kubeflow Pipelines API server (KFP v2beta1 REST), for tests only.
 
 A real KFP API server cannot run on this machine: it needs a Kubernetes cluster with MySQL, object
-storage and Argo Workflows behind it. Tests of `pipelines.submit` therefore start this small HTTP
-server on 127.0.0.1 (a free port) and point the real `kfp.Client` at it, so everything up to the
-wire (kfp's request building, multipart uploads, JSON (de)serialisation, error handling) is the
-genuine SDK.
+storage and Argo Workflows behind it. Tests of `portfolio_mlops_kfp.pipelines.submit` therefore start
+this small HTTP server on 127.0.0.1 (a free port) and point the real `kfp.Client` at it, so everything
+up to the wire (kfp's request building, multipart uploads, JSON (de)serialisation, error handling) is
+the genuine SDK.
 
 It implements only the endpoints `kfp.Client` calls to submit a pipeline:
 

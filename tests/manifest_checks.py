@@ -16,8 +16,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from charts.objects import cpu_millicores, pod_templates
-from charts.values import MinioValues, PostgresValues, ProductionValues
+from portfolio_mlops_kfp.charts.objects import cpu_millicores, pod_templates
+from portfolio_mlops_kfp.charts.values import MinioValues, PostgresValues, ProductionValues
 
 Doc = dict[str, Any]
 
@@ -254,9 +254,9 @@ def image_digest_pinned(ref: str) -> bool:
 
 
 def check_images(docs: list[Doc], ours: Iterable[str]) -> list[str]:
-    """Every container image is one of ours (exactly as components.images names it) or an upstream
-    image pinned by tag AND digest (`tag@sha256:...`: a tag can be re-pushed). An image under our
-    registry prefix that is not one of ours (stale tag, misspelt name) is a problem too."""
+    """Every container image is one of ours (exactly as portfolio_mlops_kfp.components.images names it)
+    or an upstream image pinned by tag AND digest (`tag@sha256:...`: a tag can be re-pushed). An image
+    under our registry prefix that is not one of ours (stale tag, misspelt name) is a problem too."""
     ours = set(ours)
     prefixes = {o.rsplit("/", 1)[0] + "/" for o in ours}
     problems = []
@@ -267,7 +267,7 @@ def check_images(docs: list[Doc], ours: Iterable[str]) -> list[str]:
                 continue
             if any(ref.startswith(p) for p in prefixes):
                 problems.append(f"{_label(owner)}: container {c.get('name')} image {ref!r} is under our "
-                                f"registry but not one of components.images ({sorted(ours)})")
+                                f"registry but not one of portfolio_mlops_kfp.components.images ({sorted(ours)})")
             elif not image_digest_pinned(ref):
                 problems.append(f"{_label(owner)}: container {c.get('name')} image {ref!r} is not pinned "
                                 "(upstream images need tag@sha256:<digest>)")

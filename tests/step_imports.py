@@ -1,9 +1,9 @@
 """What each pipeline step's process imports before it starts its work (issue 13: each step imports only
 what it uses; issue 14: those imports are most of a kfp.local task's cost).
 
-A KFP step does not import `components.<step>`: kfp writes the component function's source, under
-`import kfp; from kfp import dsl; from kfp.dsl import *`, into `ephemeral_component.py` and runs
-`_KFP_RUNTIME=true python3 -m kfp.dsl.executor_main --component_module_path ...` (the container
+A KFP step does not import `portfolio_mlops_kfp.components.<step>`: kfp writes the component function's
+source, under `import kfp; from kfp import dsl; from kfp.dsl import *`, into `ephemeral_component.py`
+and runs `_KFP_RUNTIME=true python3 -m kfp.dsl.executor_main --component_module_path ...` (the container
 command in the component spec). The body's first statements are its imports. `PROBE` repeats exactly
 that in a fresh interpreter - load the executor, load the ephemeral module the way the executor does,
 run the import statements of the function's body - and prints the top-level modules then loaded. It is
@@ -90,7 +90,7 @@ print(json.dumps({"modules": sorted(sys.modules), "seconds": seconds, "cpu": tim
 
 def ephemeral_source(step: str) -> str:
     """The program kfp runs for the step: the source its container command writes to ephemeral_component.py."""
-    component = getattr(importlib.import_module(f"components.{step}"), step)
+    component = getattr(importlib.import_module(f"portfolio_mlops_kfp.components.{step}"), step)
     command = component.component_spec.implementation.container.command
     return command[command.index("-ec") + 2]  # ["sh", "-ec", <script>, <source>]
 

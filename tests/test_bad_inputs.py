@@ -213,8 +213,8 @@ SUBPROCESS = [(case, engine) for case, engine in MATRIX if engine in ("kfp", "-"
 
 
 def run_in_process(case: Case, engine: str, folder: Path, monkeypatch, capsys) -> Outcome:
-    """The same CLI (pipelines.cli.main: default engine kfp) called in this process, from `folder`."""
-    from pipelines.cli import main
+    """The same CLI (portfolio_mlops_kfp.pipelines.cli.main: default engine kfp) called in this process, from `folder`."""
+    from portfolio_mlops_kfp.pipelines.cli import main
 
     folder.mkdir(parents=True, exist_ok=True)
     if case.setup:
@@ -278,7 +278,7 @@ def test_the_kfp_console_shows_one_line_per_step_and_a_failed_steps_own_error(tm
     """kfp.local's log lines (colour codes and all) are fed to the StepConsole as kfp.local writes them."""
     import io
 
-    from pipelines.local import StepConsole, _step_failure
+    from portfolio_mlops_kfp.pipelines.local import StepConsole, _step_failure
 
     console, log = io.StringIO(), io.StringIO()
     stream = StepConsole(log, console)

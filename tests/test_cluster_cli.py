@@ -20,8 +20,8 @@ import pytest
 import uvicorn
 
 from k8s_standin import KubernetesStandIn, deployment, job, pod, statefulset
-from pipelines.cli import main
 from portfolio_mlops.serving import AliasFollower, ServeSettings, ServingApp
+from portfolio_mlops_kfp.pipelines.cli import main
 
 
 def _free_port() -> int:

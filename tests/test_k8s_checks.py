@@ -37,7 +37,7 @@ _rendered: dict[str, list[dict]] = {}
 
 
 def our_images() -> set[str]:
-    from components.images import COMPONENT_TARGETS, SERVICE_TARGETS, image
+    from portfolio_mlops_kfp.components.images import COMPONENT_TARGETS, SERVICE_TARGETS, image
 
     return {image(t) for t in COMPONENT_TARGETS + SERVICE_TARGETS}
 
@@ -111,8 +111,8 @@ def test_overlay_mlflow_names_its_stores(overlay):
 def test_overlay_images_pinned_or_ours(overlay):
     ours = our_images()
     if overlay == "production":  # its `images:` moves ours to the production registry
-        from charts.overlays import production_images
-        from charts.values import Values
+        from portfolio_mlops_kfp.charts.overlays import production_images
+        from portfolio_mlops_kfp.charts.values import Values
 
         ours = {f"{m['newName']}:{m['newTag']}" for m in production_images(Values())}
     assert checks.check_images(render(overlay), ours) == []
@@ -189,7 +189,7 @@ def render_base() -> list[dict]:
 
 @pytest.mark.parametrize("overlay", ["kind", "seaweedfs"])
 def test_kind_overlay_cpu_requests_fit_a_two_vcpu_runner_next_to_kfp(overlay):
-    from charts.overlays import KIND_CPU_BUDGET
+    from portfolio_mlops_kfp.charts.overlays import KIND_CPU_BUDGET
 
     requests = checks.cpu_requests(render(overlay))
     total = sum(requests.values())

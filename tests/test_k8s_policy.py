@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from charts.policy_exceptions import CHECKOV_EXCEPTIONS
+from portfolio_mlops_kfp.charts.policy_exceptions import CHECKOV_EXCEPTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = ("kind", "production", "seaweedfs")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import backend_protos
-from pipelines.compile import COMPILED
-from pipelines.versions import REPO, VERSIONS_FILE, kfp_backend_version, pinned_versions
 from portfolio_mlops.errors import ConfigError
+from portfolio_mlops_kfp.pipelines import backend_protos
+from portfolio_mlops_kfp.pipelines.compile import COMPILED
+from portfolio_mlops_kfp.pipelines.versions import REPO, VERSIONS_FILE, kfp_backend_version, pinned_versions
 
 
 @pytest.fixture(scope="module")

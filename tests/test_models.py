@@ -113,7 +113,7 @@ def test_an_unregistered_algorithm_is_refused_naming_the_registered_ones(tmp_pat
 
 
 def test_the_local_runner_reads_the_train_figure_line_of_every_registered_algorithm():
-    from pipelines.local import FIGURES
+    from portfolio_mlops_kfp.pipelines.local import FIGURES
 
     pattern = next(p for step, p, _ in FIGURES if step == "train")
     for name in ALGORITHMS:

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components import images
-from components.configure import configure
-from components.features import features
-from components.ingest import ingest
-from components.promote import promote
-from components.train import train
-from pipelines.compile import COMPILED
+from portfolio_mlops_kfp.components import images
+from portfolio_mlops_kfp.components.configure import configure
+from portfolio_mlops_kfp.components.features import features
+from portfolio_mlops_kfp.components.ingest import ingest
+from portfolio_mlops_kfp.components.promote import promote
+from portfolio_mlops_kfp.components.train import train
+from portfolio_mlops_kfp.pipelines.compile import COMPILED
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,8 +24,8 @@ def compiled(tmp_path_factory):
     """Compiled in a fresh interpreter with the default image registry and tag, as committed."""
     path = tmp_path_factory.mktemp("compiled") / "pipeline.yaml"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTFOLIO_MLOPS_")}
-    subprocess.run([sys.executable, "-c", f"from pipelines.compile import compile_pipeline; compile_pipeline({str(path)!r})"],
-                   check=True, env=env, cwd=REPO)
+    subprocess.run([sys.executable, "-c", "from portfolio_mlops_kfp.pipelines.compile import compile_pipeline; "
+                    f"compile_pipeline({str(path)!r})"], check=True, env=env, cwd=REPO)
     return path
 
 

@@ -17,7 +17,7 @@ import pytest
 from kfp import compiler, dsl
 
 from kfp_standin import API, KfpStandIn
-from pipelines.submit import (
+from portfolio_mlops_kfp.pipelines.submit import (
     SubmitError,
     add_submit_arguments,
     parse_params,

@@ -12,12 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from components import images
-from components.configure import configure
-from components.features import features
-from components.ingest import ingest
-from components.promote import promote
-from components.train import train
+from portfolio_mlops_kfp.components import images
+from portfolio_mlops_kfp.components.configure import configure
+from portfolio_mlops_kfp.components.features import features
+from portfolio_mlops_kfp.components.ingest import ingest
+from portfolio_mlops_kfp.components.promote import promote
+from portfolio_mlops_kfp.components.train import train
 from tests.step_imports import IMAGE, RUNTIME, STEPS, probe, violations
 
 COMPONENTS = {"configure": configure, "ingest": ingest, "features": features, "train": train, "promote": promote}

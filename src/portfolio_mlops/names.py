@@ -28,7 +28,7 @@ COMPILED_PIPELINE = "training_pipeline.yaml"  # the compiled IR, committed next 
 PIPELINE_MLFLOW_CONFIG = "portfolio-mlops-mlflow"
 
 # --- Kubernetes -----------------------------------------------------------------------------------------
-NAMESPACE = "portfolio-mlops"  # our workloads (charts.values.Values.namespace)
+NAMESPACE = "portfolio-mlops"  # our workloads (charts/values.py: Values.namespace)
 PIPELINE_NAMESPACE = "kubeflow"  # where KFP standalone runs the pipeline pods (Values.pipeline_namespace)
 POSTGRES_SECRET = "postgres-credentials"  # keys POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB
 MINIO_SECRET = "minio-credentials"  # keys MINIO_ROOT_USER, MINIO_ROOT_PASSWORD

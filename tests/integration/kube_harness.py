@@ -61,7 +61,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import yaml
 
-from components.images import COMPONENT_TARGETS, SERVICE_TARGETS, image
+from portfolio_mlops_kfp.components.images import COMPONENT_TARGETS, SERVICE_TARGETS, image
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN_HOST = "127.0.0.1"
@@ -205,8 +205,9 @@ def our_target(reference: str) -> str | None:
 
 
 def local_image(reference: str) -> str | None:
-    """The local image that plays `reference`: components.images.image(target), or an override from
-    PORTFOLIO_MLOPS_HARNESS_IMAGES="serving=some/image:tag,..." (e.g. an older build kept as evidence)."""
+    """The local image that plays `reference`: portfolio_mlops_kfp.components.images.image(target), or an
+    override from PORTFOLIO_MLOPS_HARNESS_IMAGES="serving=some/image:tag,..." (e.g. an older build kept
+    as evidence)."""
     target = our_target(reference)
     if target is None:
         return None

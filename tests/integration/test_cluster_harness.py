@@ -141,7 +141,7 @@ def test_the_kind_overlay_runs_end_to_end_mlflow_then_pipeline_then_serving(post
     import kfp.local
     from kfp import components
 
-    from pipelines.local import local_session
+    from portfolio_mlops_kfp.pipelines.local import local_session
 
     manifests = render("kind")
     mlflow_workload = manifests.workload("Deployment", "mlflow")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.images import COMPONENT_TARGETS, image
+from portfolio_mlops_kfp.components.images import COMPONENT_TARGETS, image
 
 pytestmark = [pytest.mark.integration, pytest.mark.images]
 
@@ -176,8 +176,8 @@ def test_the_whole_pipeline_runs_each_step_in_its_own_image_with_docker_runner(s
     """kfp.local.DockerRunner with the real images and host networking, tracked in the stack's server."""
     import kfp.local
 
-    from pipelines.local import local_session
-    from pipelines.training import training_pipeline
+    from portfolio_mlops_kfp.pipelines.local import local_session
+    from portfolio_mlops_kfp.pipelines.training import training_pipeline
 
     root = Path(tmp_path_factory.mktemp("docker-pipeline")) / "root"
     root.mkdir()

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from pipelines.cli import main
+from portfolio_mlops_kfp.pipelines.cli import main
 from synthetic import random_walk_panel, write_kaggle_daily
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from components.images import image
+from portfolio_mlops_kfp.components.images import image
 from tests.step_imports import IMAGE, RUNTIME, STEPS, probe, violations
 
 pytestmark = [pytest.mark.integration, pytest.mark.images]
