@@ -219,3 +219,15 @@ def test_flags_override_environment_variables_which_override_defaults():
 def test_a_bad_setting_is_refused_naming_the_variable_or_flag(environ, flags, named):
     with pytest.raises(ConfigError, match=named.replace("(", r"\(").replace(")", r"\)").replace("$", r"\$")):
         load_settings(flags, environ)
+
+
+def test_the_model_server_and_the_served_model_need_no_pyarrow():
+    """The serving image and a user's environment from the model's requirements have no pyarrow: the
+    pyfunc parses rows, never CSV files, so nothing on its import path may need it."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import sys; sys.modules['pyarrow'] = None; "
+                           "import portfolio_mlops.serving, portfolio_mlops.portfolio_model, portfolio_mlops.portfolio_model_code"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

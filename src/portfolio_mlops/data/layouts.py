@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from portfolio_mlops.errors import DataLayoutError, DataValidationError
 
@@ -139,6 +137,9 @@ def _column_hints(header: set[str], missing: set[str]) -> str:
 
 
 def _read_header(path: Path) -> list[str]:
+    import pyarrow as pa  # imported where CSVs are read: the served model parses rows, not files (no pyarrow)
+    import pyarrow.csv as pacsv
+
     _check_text(path)
     try:
         reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 16))
@@ -224,6 +225,9 @@ def _read_csv(path: Path, columns: dict[str, str], numeric: tuple[str, ...],
     a few thousand distinct values in millions of rows) come dictionary-encoded from the reader, so
     each distinct value is parsed and checked once.
     """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     header = _read_header(path)
     by_lower = {h.strip().lower(): h for h in header}
     missing = [wanted for wanted in columns if wanted not in by_lower]
@@ -250,6 +254,9 @@ def _read_csv(path: Path, columns: dict[str, str], numeric: tuple[str, ...],
 
 
 def _raise_bad_number(path: Path, actual: dict[str, str], numeric: tuple[str, ...], exc: Exception) -> None:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     try:
         as_text = pacsv.read_csv(
             path,
