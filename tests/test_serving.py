@@ -221,13 +221,44 @@ def test_a_bad_setting_is_refused_naming_the_variable_or_flag(environ, flags, na
         load_settings(flags, environ)
 
 
-def test_the_model_server_and_the_served_model_need_no_pyarrow():
-    """The serving image and a user's environment from the model's requirements have no pyarrow: the
-    pyfunc parses rows, never CSV files, so nothing on its import path may need it."""
+def test_the_served_model_answers_without_pyarrow_as_it_does_with_it():
+    """The serving image (and a user's environment built from the model's requirements) has no pyarrow:
+    from raw rows to the portfolio, nothing on the served model's path may need it, and the answer is
+    the one the training environment gives."""
     import subprocess
     import sys
+    import textwrap
 
-    done = subprocess.run([sys.executable, "-c", "import sys; sys.modules['pyarrow'] = None; "
-                           "import portfolio_mlops.serving, portfolio_mlops.portfolio_model, portfolio_mlops.portfolio_model_code"],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    program = textwrap.dedent("""
+        import sys
+        if sys.argv[1] == "blocked":  # as if pyarrow were not installed
+            import importlib.abc
+
+            class NoPyarrow(importlib.abc.MetaPathFinder):
+                def find_spec(self, name, path=None, target=None):
+                    if name.split(".")[0] == "pyarrow":
+                        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+            sys.meta_path.insert(0, NoPyarrow())
+        import portfolio_mlops.serving  # noqa: F401 - the server's own imports, too
+        from sklearn.linear_model import Ridge
+        from portfolio_mlops.config import RunConfig
+        from portfolio_mlops.features import build_features
+        from portfolio_mlops.portfolio_model import portfolio_from_rows
+        sys.path.insert(0, sys.argv[2])
+        from synthetic import random_walk_panel
+        prices = random_walk_panel(n_tickers=12, n_days=400, seed=2)
+        cfg = RunConfig()
+        names = ["ret_21", "ret_5", "vol_21"]
+        fitted = build_features(prices, cfg.features, cfg.labels).frame.dropna(subset=names + ["label"])
+        model = Ridge().fit(fitted[names], fitted["label"])
+        rows = prices.assign(date=prices["date"].dt.strftime("%Y-%m-%d"), ticker=prices["ticker"].astype(object))
+        print(portfolio_from_rows(rows, cfg.with_algorithms(["ridge"]), model, tuple(names)).to_json())
+    """)
+    answers = {}
+    for mode in ("blocked", "installed"):
+        done = subprocess.run([sys.executable, "-c", program, mode, str(Path(__file__).parent)],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        answers[mode] = done.stdout
+    assert answers["blocked"] == answers["installed"]

@@ -272,7 +272,7 @@ def test_the_kind_overlay_runs_end_to_end_mlflow_then_pipeline_then_serving(post
                 body = json.dumps({"dataframe_split": rows.to_dict(orient="split", index=False)}).encode()
                 status, answer, headers = _http(f"http://127.0.0.1:{serving_port}/invocations", body)
                 if status != 200:
-                    findings.append(f"POST /invocations with {len(rows)} raw rows answered {status}: {answer[:300]}")
+                    findings.append(f"POST /invocations with {len(rows)} raw rows answered {status}: {answer[:3000]}")
                 else:
                     portfolio = json.loads(answer)["predictions"]
                     held = [p for p in portfolio if p.get("selected")]

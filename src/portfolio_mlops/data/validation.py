@@ -236,12 +236,16 @@ class _Rows:
 
     def frame(self) -> pd.DataFrame:
         """The canonical columns, ticker as pandas' default string dtype (what the Parquet file holds)."""
-        import pyarrow as pa
-
-        names = pa.array(self.names, type=pa.large_string())
-        ticker = pa.DictionaryArray.from_arrays(pa.array(self.tickers.astype(np.int32)), names).cast(pa.large_string())
-        columns = {"date": self.dates, "ticker": pd.array(ticker, dtype=pd.StringDtype("pyarrow", na_value=np.nan)),
-                   **self.prices}
+        try:
+            import pyarrow as pa
+        except ImportError:  # the model server has no pyarrow: pandas' python-backed strings, the same values
+            ticker = pd.array(np.asarray(self.names, dtype=object)[self.tickers],
+                              dtype=pd.StringDtype("python", na_value=np.nan))
+        else:
+            names = pa.array(self.names, type=pa.large_string())
+            arrow = pa.DictionaryArray.from_arrays(pa.array(self.tickers.astype(np.int32)), names).cast(pa.large_string())
+            ticker = pd.array(arrow, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+        columns = {"date": self.dates, "ticker": ticker, **self.prices}
         return pd.DataFrame({k: columns[k] for k in CANONICAL_COLUMNS}, copy=False)
 
 
