@@ -111,8 +111,10 @@ def main() -> int:
     parser.add_argument("--data", help="data path (default: the embedded data)")
     parser.add_argument("--top-n", type=int)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--config", type=Path, help="a run configuration YAML for both engines (e.g. evaluation: {seeds: 1})")
     args = parser.parse_args()
     extra = (["--data", str(Path(args.data).resolve())] if args.data else []) + (["--top-n", str(args.top_n)] if args.top_n else [])
+    extra += ["--config", str(args.config.resolve())] if args.config else []
     if args.data and not Path(args.data).exists():
         print(f"SKIPPED: {args.data} does not exist")
         return 0
