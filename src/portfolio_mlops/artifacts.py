@@ -49,17 +49,25 @@ def load_features(folder: str | Path) -> FeatureSet:
     )
 
 
+def _save_scores(folder: Path, stem: str, result: WalkForwardResult) -> None:
+    atomic.write_parquet(folder / f"predictions_{stem}.parquet", result.predictions)
+    if result.daily is not None:
+        atomic.write_parquet(folder / f"daily_scores_{stem}.parquet", result.daily)
+
+
+def _load_scores(folder: Path, stem: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    daily_path = folder / f"daily_scores_{stem}.parquet"
+    daily = pd.read_parquet(daily_path) if daily_path.is_file() else None  # absent in older training folders
+    return pd.read_parquet(folder / f"predictions_{stem}.parquet"), daily
+
+
 def save_training(result: WalkForwardResult, folder: str | Path) -> None:
     folder = Path(folder)
-    atomic.write_parquet(folder / f"predictions_{result.algorithm}.parquet", result.predictions)
-    if result.daily is not None:
-        atomic.write_parquet(folder / f"daily_scores_{result.algorithm}.parquet", result.daily)
+    _save_scores(folder, result.algorithm, result)
     with atomic.atomic_path(folder / f"model_{result.algorithm}.pkl") as tmp:
         tmp.write_bytes(pickle.dumps(result.model))
     for seed, other in result.other_seeds.items():
-        atomic.write_parquet(folder / f"predictions_{result.algorithm}_seed{seed}.parquet", other.predictions)
-        if other.daily is not None:
-            atomic.write_parquet(folder / f"daily_scores_{result.algorithm}_seed{seed}.parquet", other.daily)
+        _save_scores(folder, f"{result.algorithm}_seed{seed}", other)
     # Written last: its presence says the files above are complete (atomic.read_marker).
     atomic.write_json(folder / f"training_{result.algorithm}.json", {
         "algorithm": result.algorithm, "refits": result.refits,
@@ -75,15 +83,13 @@ def load_training(folder: str | Path, algorithm: str) -> WalkForwardResult:
     meta = atomic.read_marker(folder / f"training_{algorithm}.json",
                               f"run `portfolio-mlops train --algorithms {algorithm}` first")
     model = pickle.loads((folder / f"model_{algorithm}.pkl").read_bytes())
-    daily_path = folder / f"daily_scores_{algorithm}.parquet"
-    daily = pd.read_parquet(daily_path) if daily_path.is_file() else None  # absent in older training folders
-    result = WalkForwardResult(algorithm, pd.read_parquet(folder / f"predictions_{algorithm}.parquet"), meta["refits"],
-                               model, meta["configurations_tried"], meta["seconds"], daily)
+    predictions, daily = _load_scores(folder, algorithm)
+    result = WalkForwardResult(algorithm, predictions, meta["refits"], model, meta["configurations_tried"],
+                               meta["seconds"], daily)
     for seed, info in meta.get("other_seeds", {}).items():
-        seed_daily = folder / f"daily_scores_{algorithm}_seed{seed}.parquet"
-        result.other_seeds[int(seed)] = WalkForwardResult(
-            algorithm, pd.read_parquet(folder / f"predictions_{algorithm}_seed{seed}.parquet"), meta["refits"], None,
-            meta["configurations_tried"], info["seconds"], pd.read_parquet(seed_daily) if seed_daily.is_file() else None)
+        predictions, daily = _load_scores(folder, f"{algorithm}_seed{seed}")
+        result.other_seeds[int(seed)] = WalkForwardResult(algorithm, predictions, meta["refits"], None,
+                                                          meta["configurations_tried"], info["seconds"], daily)
     return result
 
 

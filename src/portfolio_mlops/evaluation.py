@@ -121,9 +121,7 @@ def evaluate(features: FeatureSet, grid: Grid, results: dict[str, WalkForwardRes
     holdings: dict[str, pd.DataFrame] = {}
     vol = frame[["date_pos", "ticker", "raw_vol_63"]]
     for name, result in results.items():
-        predictions = result.predictions.merge(vol, on=["date_pos", "ticker"], how="left")
-        book = top_n_book(predictions, "prediction", grid.tickers, cfg.portfolio)
-        backtest = run(name, book)
+        predictions, book, backtest, signal = _judge(name, result, vol, run, grid, cfg)
         backtests[name] = backtest
         net = backtest.net(bps)
         net_returns[name] = net
@@ -135,12 +133,6 @@ def evaluate(features: FeatureSet, grid: Grid, results: dict[str, WalkForwardRes
             for b in cfg.portfolio.cost_sensitivity_bps
         }
         net_sharpe = metrics.sharpe_ratio(net, rf)
-        signal = metrics.signal_metrics(predictions, cfg.labels.horizon_days, every, cfg.portfolio.top_n)
-        # ic_mean / icir / ic_tstat stay on the rebalance dates (what the portfolio trades on); the
-        # daily-sampled figures (rank_*, pearson_*, ic_hac_tstat, ic_dates, effective_dates) add power.
-        signal["rebalance_ic_dates"] = signal.pop("ic_dates")
-        daily_scores = result.daily if result.daily is not None else predictions.iloc[:0]
-        signal.update(metrics.daily_signal_metrics(daily_scores, cfg.labels.horizon_days))
         algorithms[name] = {
             "signal": signal,
             "portfolio": _portfolio_block(backtest, bps, rf),
@@ -199,15 +191,24 @@ def _headline(block: dict[str, Any]) -> dict[str, float]:
             "net_max_drawdown": net["max_drawdown"]}
 
 
+def _judge(name: str, result: WalkForwardResult, vol: pd.DataFrame, run, grid: Grid, cfg: RunConfig):
+    """One model's predictions -> (predictions with volatility, top-N book, backtest, signal metrics)."""
+    predictions = result.predictions.merge(vol, on=["date_pos", "ticker"], how="left")
+    book = top_n_book(predictions, "prediction", grid.tickers, cfg.portfolio)
+    signal = metrics.signal_metrics(predictions, cfg.labels.horizon_days, cfg.walk_forward.rebalance_every_days,
+                                    cfg.portfolio.top_n)
+    # ic_mean / icir / ic_tstat stay on the rebalance dates (what the portfolio trades on); the
+    # daily-sampled figures (rank_*, pearson_*, ic_hac_tstat, ic_dates, effective_dates) add power.
+    signal["rebalance_ic_dates"] = signal.pop("ic_dates")
+    daily_scores = result.daily if result.daily is not None else predictions.iloc[:0]
+    signal.update(metrics.daily_signal_metrics(daily_scores, cfg.labels.horizon_days))
+    return predictions, book, run(name, book), signal
+
+
 def _seed_figures(result: WalkForwardResult, vol: pd.DataFrame, run, grid: Grid, cfg: RunConfig,
                   rf: float | np.ndarray) -> dict[str, float]:
     """The headline figures of one other seed's predictions, judged exactly as the registered seed's."""
-    predictions = result.predictions.merge(vol, on=["date_pos", "ticker"], how="left")
-    backtest = run(f"{result.algorithm}_seed", top_n_book(predictions, "prediction", grid.tickers, cfg.portfolio))
-    signal = metrics.signal_metrics(predictions, cfg.labels.horizon_days, cfg.walk_forward.rebalance_every_days,
-                                    cfg.portfolio.top_n)
-    daily_scores = result.daily if result.daily is not None else predictions.iloc[:0]
-    signal.update(metrics.daily_signal_metrics(daily_scores, cfg.labels.horizon_days))
+    _, _, backtest, signal = _judge(f"{result.algorithm}_seed", result, vol, run, grid, cfg)
     return _headline({"signal": signal, "portfolio": _portfolio_block(backtest, cfg.portfolio.cost_bps_per_side, rf)})
 
 

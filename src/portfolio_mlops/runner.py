@@ -61,17 +61,17 @@ def train_all(features: FeatureSet, cfg: RunConfig, progress: Progress = null_pr
     from portfolio_mlops.models import uses_seed
     from portfolio_mlops.walk_forward import walk_forward_predictions
 
+    def fit(spec, seed: int, label: str):
+        return walk_forward_predictions(features, spec, cfg.walk_forward, cfg.labels, seed=seed,
+                                        progress=progress.step(label), threads=cfg.threads)
+
     results = {}
     for spec in cfg.models:
-        result = walk_forward_predictions(features, spec, cfg.walk_forward, cfg.labels, seed=cfg.seed,
-                                          progress=progress.step(spec.name), threads=cfg.threads)
-        if uses_seed(spec):
-            for seed in range(cfg.seed + 1, cfg.seed + cfg.evaluation.seeds):
-                other = walk_forward_predictions(features, spec, cfg.walk_forward, cfg.labels, seed=seed,
-                                                 progress=progress.step(f"{spec.name} seed {seed}"), threads=cfg.threads)
-                other.model = None
-                result.other_seeds[seed] = other
-        results[spec.name] = result
+        result = results[spec.name] = fit(spec, cfg.seed, spec.name)
+        others = range(cfg.seed + 1, cfg.seed + cfg.evaluation.seeds) if uses_seed(spec) else ()
+        for seed in others:
+            other = result.other_seeds[seed] = fit(spec, seed, f"{spec.name} seed {seed}")
+            other.model = None
     return results
 
 
