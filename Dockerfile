@@ -34,26 +34,57 @@ RUN --mount=type=cache,target=/var/cache/pip \
     python3 -m venv /opt/builder \
  && /opt/builder/bin/pip wheel --no-deps --wheel-dir /wheels /build/project
 
-# --- one virtualenv per image -------------------------------------------------------------------------
-FROM build AS venv-ingest
-COPY --from=wheel /wheels /wheels
-RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh --extra ingest --kfp-executor
+# --- one virtualenv per image: its extra's dependencies first, then the package ------------------------
+# The deps-* stages read only pyproject.toml and constraints.txt: an edit of our sources rebuilds the
+# venv-* stages (the wheel, seconds), not pandas, scikit-learn or MLflow.
+FROM build AS deps
+COPY pyproject.toml /build/
 
-FROM build AS venv-features
-COPY --from=wheel /wheels /wheels
-RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh --extra features --kfp-executor
+FROM deps AS deps-ingest
+RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh deps ingest --kfp-executor
 
-FROM build AS venv-train
-COPY --from=wheel /wheels /wheels
-RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh --extra train --kfp-executor
+FROM deps AS deps-features
+RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh deps features --kfp-executor
 
-FROM build AS venv-promote
-COPY --from=wheel /wheels /wheels
-RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh --extra promote --kfp-executor
+FROM deps AS deps-train
+RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh deps train --kfp-executor
 
-FROM build AS venv-serving
+# MLflow's client side without what only Databricks and Google Cloud use: google-auth (and with it pyasn1*,
+# cryptography, cffi) is loaded by databricks.sdk's credential providers, which MLflow imports only for
+# databricks:// URIs or inside Databricks; GitPython serves the git-commit tag of runs started from a
+# checkout (MLflow skips it when git is missing). The databricks-sdk package itself stays: `import mlflow`
+# asks importlib for `databricks.agents`, which needs the `databricks` package to exist. Neither dropped
+# part is imported on our path (an http:// tracking server, models:/ URIs); the DockerRunner pipeline run
+# and the cluster harness run these images end to end.
+FROM deps AS deps-promote
+RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh deps promote --kfp-executor \
+    --drop google-auth --drop pyasn1-modules --drop pyasn1 --drop cryptography \
+    --drop cffi --drop pycparser --drop gitpython --drop gitdb --drop smmap
+
+FROM deps AS deps-serving
+RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh deps serving \
+    --drop google-auth --drop pyasn1-modules --drop pyasn1 --drop cryptography \
+    --drop cffi --drop pycparser --drop gitpython --drop gitdb --drop smmap
+
+FROM deps-ingest AS venv-ingest
 COPY --from=wheel /wheels /wheels
-RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh --extra serving
+RUN sh /build/image-venv.sh package
+
+FROM deps-features AS venv-features
+COPY --from=wheel /wheels /wheels
+RUN sh /build/image-venv.sh package
+
+FROM deps-train AS venv-train
+COPY --from=wheel /wheels /wheels
+RUN sh /build/image-venv.sh package
+
+FROM deps-promote AS venv-promote
+COPY --from=wheel /wheels /wheels
+RUN sh /build/image-venv.sh package
+
+FROM deps-serving AS venv-serving
+COPY --from=wheel /wheels /wheels
+RUN sh /build/image-venv.sh package
 
 # The MLflow server: the full mlflow (UI, SQL stores) with the Postgres driver and the S3 client, nothing
 # of ours. mlflow[auth] = Flask-WTF, which `mlflow server --app-name basic-auth` (production) imports at
@@ -61,23 +92,43 @@ RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh --extra ser
 # the modelling libraries the full mlflow distribution depends on (scikit-learn, scipy, matplotlib, skops:
 # model flavours, plots) nor docker (image building): dropped.
 FROM build AS venv-mlflow-server
-RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh \
+RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh requirements \
     --drop scikit-learn --drop scipy --drop skops --drop matplotlib --drop contourpy --drop kiwisolver \
     --drop fonttools --drop pillow --drop cycler --drop pyparsing --drop docker \
-    --requirements 'mlflow[auth]' psycopg2-binary boto3 Flask-WTF==1.3.0 WTForms==3.3.2
+    'mlflow[auth]' psycopg2-binary boto3 Flask-WTF==1.3.0 WTForms==3.3.2
 
 # --- runtime: the base without what no image runs, flattened into one layer ------------------------------
-# Gone: documentation, man pages, translations, glibc's iconv modules (Python's codecs are its own),
-# perl (dpkg's maintainer scripts; nothing installs packages at run time), venv's bundled wheels, and
-# Python's test, lib2to3 and pydoc data. Kept: the dpkg database (image scanners read it), tzdata.
+# Purged with dpkg (so the package database, which image scanners read, stays true to the files): the
+# package manager and its crypto (apt, gpgv, GnuTLS, libgcrypt), disk and login tools (e2fsprogs,
+# util-linux, login/passwd and PAM, once the user exists), and last the Perl those packages' scripts need.
+# Nothing at run time installs packages, mounts disks or logs users in; tests/integration/test_images.py
+# checks that every ELF file left in each image still finds its libraries. Then removed as files:
+# documentation, man pages, translations, glibc's iconv modules (Python's codecs are its own), and the
+# bytecode compiled at install (read-only root: Python runs the sources). Kept: dpkg, tzdata, CA certs,
+# coreutils, bash, tar (kubectl cp), diffutils (dpkg refuses to run without `diff`).
 FROM ${BASE_IMAGE} AS runtime-rootfs
 # A fixed non-root user (UID 1001, as the Kubernetes manifests' securityContext expects).
 RUN groupadd --gid 1001 app && useradd --uid 1001 --gid 1001 --create-home --home-dir /home/app app \
+ && purge() { \
+        installed=""; \
+        for p in "$@"; do dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q ' installed$' && installed="$installed $p"; done; \
+        [ -z "$installed" ] || dpkg --purge --force-remove-essential --force-depends $installed >/dev/null 2>&1 \
+            || { echo "purge of$installed failed" >&2; dpkg --purge --force-remove-essential --force-depends $installed; }; \
+    } \
+ && purge apt libapt-pkg6.0 gpgv debian-archive-keyring libgnutls30 libp11-kit0 libtasn1-6 libidn2-0 \
+          libunistring2 libnettle8 libhogweed6 libgcrypt20 libgpg-error0 libsystemd0 libudev1 e2fsprogs \
+          libext2fs2 libss2 logsave login passwd libpam-modules libpam-modules-bin libpam-runtime libpam0g \
+          libsemanage2 libsemanage-common libsepol2 libaudit1 libaudit-common mount util-linux \
+          util-linux-extra libfdisk1 libsmartcols1 bsdutils sysvinit-utils init-system-helpers ncurses-bin \
+          openssl python3-pip-whl python3-setuptools-whl python3-venv python3.11-venv python3-lib2to3 \
+ && purge adduser debconf perl-base \
  && rm -rf /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/* /usr/share/python-wheels \
-           /usr/lib/x86_64-linux-gnu/gconv /usr/bin/perl /usr/bin/perl5* /usr/lib/x86_64-linux-gnu/perl-base \
-           /usr/share/perl5 /usr/lib/python3*/test /usr/lib/python3*/lib2to3 /usr/lib/python3*/pydoc_data \
+           /usr/lib/x86_64-linux-gnu/gconv /usr/share/debconf /var/cache/debconf \
+           /usr/lib/python3*/test /usr/lib/python3*/lib2to3 /usr/lib/python3*/pydoc_data \
            /usr/local/lib/python3*/test /usr/local/lib/python3*/lib2to3 /usr/local/lib/python3*/pydoc_data \
-           /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /var/log/*
+           /var/lib/apt /var/cache/apt /etc/apt /var/log/* \
+ && find /usr/lib /usr/local/lib -depth -type d -name __pycache__ -path '*/python3*' -exec rm -rf {} + \
+ && dpkg-query -W -f '${Package}\n' | wc -l | sed 's/$/ packages kept/'
 
 FROM scratch AS runtime
 COPY --from=runtime-rootfs / /

@@ -73,6 +73,30 @@ def test_each_component_image_runs_its_entry_point_as_the_non_root_user(target):
     assert uid == "1001"
 
 
+# Every ELF file (programs, Python's extension modules, the wheels' libraries), resolved by the image's own
+# loader. Libraries auditwheel grafted into a wheel's *.libs/ find their siblings through the module that
+# loads them, so their own folder is on the search path, as it is at run time.
+_MISSING_LIBRARIES = r"""
+find / -xdev \( -path /proc -o -path /sys -o -path /dev \) -prune -o -type f \( -perm /111 -o -name '*.so*' \) -print 2>/dev/null |
+while read -r f; do
+    [ "$(head -c 4 "$f" 2>/dev/null | tail -c 3)" = ELF ] || continue
+    LD_LIBRARY_PATH=$(dirname "$f") ldd "$f" 2>/dev/null | grep 'not found' | sed "s|^|$f: |"
+done
+echo checked
+"""
+
+
+@pytest.mark.parametrize("target", (*COMPONENT_TARGETS, "mlflow-server", "serving"))
+def test_every_program_and_library_in_each_image_finds_the_libraries_it_links(target):
+    """The base is trimmed with dpkg --purge --force-depends (Dockerfile runtime-rootfs): this is what
+    says no program or module left behind lost a library it needs."""
+    result = _docker("run", "--rm", "--network", "host", "--user", "0", "--entrypoint", "sh", image(target),
+                     "-c", _MISSING_LIBRARIES, timeout=300)
+    assert result.stdout.strip().endswith("checked"), result.stderr[-2000:]
+    missing = [line for line in result.stdout.splitlines() if "not found" in line]
+    assert not missing, f"{target}: libraries not found:\n" + "\n".join(missing[:30])
+
+
 def test_the_mlflow_server_image_serves_health_against_the_stacks_postgres_and_s3(stack):
     port = _free_port()
     name = f"mlflow-smoke-{port}"
