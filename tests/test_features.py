@@ -8,6 +8,7 @@ from portfolio_mlops.config import FeatureConfig, LabelConfig
 from portfolio_mlops.errors import ConfigError
 from portfolio_mlops.features import (
     FEATURE_NAMES,
+    _date_codes,
     _rolling,
     build_features,
     cross_sectional_rank,
@@ -165,6 +166,73 @@ def test_equal_values_rank_in_column_order_like_a_stable_sort():
     expected = np.where(finite, (ranks + 0.5) / finite.sum(axis=1, keepdims=True) - 0.5, np.nan)
 
     assert cross_sectional_rank(values).tobytes() == expected.tobytes()
+
+
+def _stable_argsort_ranks(values: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(values)
+    order = np.argsort(np.where(finite, values, np.inf), axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(values.shape[1])[None, :].repeat(values.shape[0], axis=0), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(finite, (ranks + 0.5) / finite.sum(axis=1, keepdims=True) - 0.5, np.nan)
+
+
+@pytest.mark.parametrize("case", ["one_ulp_apart", "span_overflows", "signed_zeros_and_subnormals",
+                                  "infinities_unranked", "one_value_per_row", "wider_than_4096_columns"])
+def test_ranks_equal_a_stable_argsort_where_the_bucketed_sort_is_hardest(case):
+    """The ranker sorts 32-bit keys of value buckets; values sharing a bucket must still come out in the
+    order of a stable argsort of the floats, whatever the values' spread."""
+    rng = np.random.default_rng(len(case))
+    shape = (30, 5000) if case == "wider_than_4096_columns" else (60, 300)
+    if case == "one_ulp_apart":  # neighbours in the same bucket, equal values in column order
+        values = 1.0 + rng.integers(0, 4, shape) * np.finfo(float).eps
+    elif case == "span_overflows":  # max - min is inf: the whole row shares one bucket
+        values = rng.standard_normal(shape)
+        values[:, ::7], values[:, ::11] = 1e308, -1e308
+    elif case == "signed_zeros_and_subnormals":  # -0.0 == 0.0 ties; a span too narrow to scale
+        values = np.where(rng.random(shape) < 0.5, 0.0, -0.0) + rng.integers(0, 3, shape) * 5e-324
+    elif case == "infinities_unranked":
+        values = rng.standard_normal(shape)
+        values[:, ::3], values[:, ::5] = np.inf, -np.inf
+    elif case == "one_value_per_row":
+        values = np.full(shape, np.nan)
+        values[np.arange(shape[0]), rng.integers(0, shape[1], shape[0])] = 1.5
+    else:
+        values = rng.standard_normal(shape) * 10.0 ** rng.integers(-200, 200, (shape[0], 1))
+    if case != "one_value_per_row":
+        values[rng.random(shape) < 0.2] = np.nan
+
+    assert cross_sectional_rank(values).tobytes() == _stable_argsort_ranks(values).tobytes()
+
+
+def test_rolling_max_counts_infinite_values_as_missing_like_pandas():
+    grid = _gappy_grid(seed=4)
+    grid[100, 1], grid[150, 3] = np.inf, -np.inf
+
+    expected = pd.DataFrame(grid).rolling(21, min_periods=21).max().to_numpy()
+
+    assert _rolling(grid, 21, "max").tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("case", ["daily_ns", "daily_seconds", "intraday_times", "with_nat", "tz_aware", "shuffled"])
+def test_trading_dates_are_numbered_as_pandas_factorize_numbers_them(case):
+    dates = pd.Series(pd.bdate_range("2015-01-01", periods=400).repeat(3), name="date")
+    if case == "daily_seconds":
+        dates = dates.astype("datetime64[s]")
+    elif case == "intraday_times":  # not midnight: the dense day table does not apply
+        dates.iloc[5] += pd.Timedelta(hours=9)
+    elif case == "with_nat":
+        dates.iloc[7] = pd.NaT
+    elif case == "tz_aware":
+        dates = dates.dt.tz_localize("America/New_York")
+    elif case == "shuffled":
+        dates = dates.sample(frac=1.0, random_state=2)
+
+    codes, distinct = _date_codes(dates)
+    expected_codes, expected = pd.factorize(dates, sort=True)
+
+    np.testing.assert_array_equal(codes, expected_codes)
+    pd.testing.assert_index_equal(distinct, pd.Index(expected), exact=True)
 
 
 def test_row_winsorising_clips_at_numpys_own_nanquantile():
