@@ -81,3 +81,24 @@ def test_index_returns_follow_the_level_series_and_carry_over_gaps():
     levels = pd.Series([100.0, 101.0, 103.02, 100.0], index=pd.to_datetime(["2020-01-01", "2020-01-02", "2020-01-06", "2020-01-07"]))
     days = pd.to_datetime(["2020-01-02", "2020-01-03", "2020-01-06", "2020-01-07"])
     np.testing.assert_allclose(index_returns(levels, pd.DatetimeIndex(days)), [0.01, 0.0, 0.02, 100 / 103.02 - 1])
+
+
+@pytest.mark.parametrize("descending", [True, False])
+@pytest.mark.parametrize("seed", range(6))
+def test_top_n_picks_the_same_rows_in_the_same_order_as_sorting_by_date_score_and_name(seed, descending):
+    rng = np.random.default_rng(seed)
+    names = np.array([f"T{i:03d}" for i in range(60)])
+    rows = pd.DataFrame({"date_pos": rng.integers(0, 8, 400), "ticker": rng.choice(names, 400),
+                         "prediction": rng.choice([0.1, -0.2, 0.0, -0.0, 0.3, np.nan, np.inf, 0.05], 400)
+                         if seed % 2 else rng.normal(size=400), "raw_vol_63": rng.uniform(0.1, 0.5, 400)})
+    rows = rows.drop_duplicates(["date_pos", "ticker"]).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    expected = (rows.sort_values(["date_pos", "prediction", "ticker"], ascending=[True, not descending, True], kind="stable")
+                .groupby("date_pos", sort=True).head(3))
+    book = top_n_book(rows, "prediction", pd.Index(np.sort(names)), PortfolioConfig(top_n=3), descending)
+    assert list(book.decision_pos) == sorted(expected["date_pos"].unique())
+    picked = [list(np.sort(names)[held]) for held, _ in book.holdings]
+    assert picked == [list(group["ticker"]) for _, group in expected.groupby("date_pos", sort=True)]
+    # an index that is not sorted by name is sorted the slow way, to the same picks
+    shuffled = pd.Index(rng.permutation(names))
+    again = top_n_book(rows, "prediction", shuffled, PortfolioConfig(top_n=3), descending)
+    assert [list(shuffled[held]) for held, _ in again.holdings] == picked

@@ -82,9 +82,19 @@ def test_hgb_gets_the_seed():
 def test_each_registered_algorithm_is_a_default_model_whose_defaults_its_estimator_accepts(name):
     algorithm = ALGORITHMS[name]
     spec = next(m for m in RunConfig().models if m.algorithm == name)
-    assert (spec.params, spec.train_sample_every_days) == (algorithm.params, algorithm.train_sample_every_days)
+    assert (spec.params, spec.train_sample_every_days, spec.refit_stride) == (
+        algorithm.params, algorithm.train_sample_every_days, algorithm.refit_stride)
     estimator = make_estimator(spec)
     assert {key: estimator.get_params()[key] for key in spec.params} == spec.params
+
+
+def test_only_models_that_cost_a_full_fit_skip_refit_dates_by_default():
+    # linear refits are free (running moments): they follow every refit date; gradient boosting every 2nd
+    assert {name: a.refit_stride for name, a in ALGORITHMS.items()} == {
+        "ridge": 1, "lasso": 1, "elasticnet": 1, "hgb": 2}
+    assert ModelSpec(algorithm="hgb").refit_stride == 1  # an explicit spec follows the schedule unless told
+    with pytest.raises(ConfigError, match=r"models\.0\.refit_stride"):
+        load_config(overrides={"models": [{"algorithm": "hgb", "refit_stride": 0}]})
 
 
 @pytest.mark.parametrize("name", list(ALGORITHMS))
@@ -119,3 +129,46 @@ def test_the_local_runner_reads_the_train_figure_line_of_every_registered_algori
     for name in ALGORITHMS:
         line = f"{name}: 12 refits, ic_mean 0.0222, ic_tstat 1.3480, oos_r2 -0.0045, net_cagr 0.1808, net_sharpe 0.8147,"
         assert pattern.search(line)[1] == name
+
+
+def _numpy_coordinate_descent(gram, cross, alpha, l1_ratio, tol, max_iter):
+    """The coordinate descent written with numpy scalars and vectors (the reference the Python-float
+    version in models.py must equal bit for bit: same operations in the same order)."""
+    p = len(cross)
+    coef = np.zeros(p)
+    l1, l2 = alpha * l1_ratio, alpha * (1.0 - l1_ratio)
+    diag = np.diag(gram)
+    gradient_part = gram @ coef
+    for _ in range(max_iter):
+        biggest_step = 0.0
+        for j in range(p):
+            if diag[j] <= 0:
+                continue
+            rho = cross[j] - gradient_part[j] + diag[j] * coef[j]
+            new = np.sign(rho) * max(abs(rho) - l1, 0.0) / (diag[j] + l2)
+            step = new - coef[j]
+            if step != 0.0:
+                gradient_part += gram[:, j] * step
+                coef[j] = new
+                biggest_step = max(biggest_step, abs(step))
+        if biggest_step <= tol * max(1.0, np.abs(coef).max()):
+            break
+    return coef
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_elastic_net_coordinate_descent_gives_the_numpy_references_bits(seed):
+    from portfolio_mlops.models import _elastic_net_gram
+
+    rng = np.random.default_rng(seed)
+    p = int(rng.integers(1, 16))
+    x = rng.normal(size=(int(rng.integers(p + 2, 300)), p)) * rng.uniform(0.01, 3.0, p)
+    if seed % 5 == 0:
+        x[:, 0] = 0.0  # a constant feature: zero diagonal, skipped
+    y = x @ rng.normal(size=p) * rng.uniform(0, 1) + rng.normal(size=len(x))
+    xc, yc = x - x.mean(axis=0), y - y.mean()
+    gram, cross = xc.T @ xc / len(x), xc.T @ yc / len(x)
+    alpha, l1_ratio = float(10 ** rng.uniform(-6, 0)), float(rng.choice([1.0, 0.9, 0.5, 0.1]))
+    ours = _elastic_net_gram(gram, cross, alpha, l1_ratio, tol=1e-12, max_iter=100_000)
+    reference = _numpy_coordinate_descent(gram, cross, alpha, l1_ratio, tol=1e-12, max_iter=100_000)
+    assert ours.tobytes() == reference.tobytes()

@@ -7,6 +7,7 @@ import pytest
 from portfolio_mlops.config import FeatureConfig, LabelConfig, ModelSpec, WalkForwardConfig
 from portfolio_mlops.errors import InsufficientDataError
 from portfolio_mlops.features import build_features
+from portfolio_mlops.models import make_estimator
 from portfolio_mlops.walk_forward import _Trainer, rebalance_schedule, sampled_training_dates, walk_forward_predictions
 from synthetic import random_walk_panel
 
@@ -194,3 +195,66 @@ def test_daily_scores_at_or_before_a_day_do_not_depend_on_prices_after_it():
         assert upto_before["date"].nunique() > 50
         pd.testing.assert_series_equal(upto_before["prediction"], upto_after["prediction"])
         assert not np.allclose(before.loc[before["date"] > cutoff, "prediction"], after.loc[after["date"] > cutoff, "prediction"])
+
+
+def test_a_model_with_refit_stride_k_refits_on_every_kth_refit_date_and_scores_with_it_until_the_next(features):
+    spec = ModelSpec(algorithm="hgb", params={"max_iter": 5}, train_sample_every_days=5, refit_stride=2)
+    schedule = rebalance_schedule(features, WALK, LABELS)
+    result = walk_forward_predictions(features, spec, WALK, LABELS)
+    strided = schedule.refit_pos[::2]
+    assert [r["decision_date"] for r in result.refits] == [f"{d:%Y-%m-%d}" for d in features.dates[strided]]
+    assert len(result.refits) < len(schedule.refit_pos)
+    # every rebalance is decided by the model of the latest strided refit on or before it, and every
+    # out-of-sample day is still scored (by that same model)
+    for decision, refit_date in result.predictions.groupby("date_pos")["refit_date"].first().items():
+        assert refit_date == f"{features.dates[strided[strided <= decision].max()]:%Y-%m-%d}"
+    sample_days = np.unique(features.frame["date_pos"])
+    assert np.array_equal(np.unique(result.daily["date_pos"]), sample_days[sample_days >= schedule.rebalance_pos[0]])
+    # stride 1 is the walk-forward's own refit schedule
+    every = walk_forward_predictions(features, spec.model_copy(update={"refit_stride": 1}), WALK, LABELS)
+    assert len(every.refits) == len(schedule.refit_pos)
+
+
+def test_a_date_sampling_model_fits_exactly_the_rows_of_its_sampled_dates(features):
+    spec = ModelSpec(algorithm="hgb", params={"max_iter": 5}, train_sample_every_days=5)
+    trainer = _Trainer(features, spec, seed=3)
+    frame = features.frame
+    known = frame[np.isfinite(frame["label_train"])]
+    chosen = known[sampled_training_dates(len(features.dates), 5, seed=3)[known["date_pos"].to_numpy()]]
+    first, last = 40, 400
+    window = chosen[(chosen["date_pos"] >= first) & (chosen["date_pos"] <= last)]
+    model, n = trainer.fit(first, last, spec.params)
+    assert n == len(window)
+    reference = _Trainer(features, spec, seed=3)
+    expected = make_estimator(spec, spec.params, seed=3).fit(reference.frame(window[list(features.feature_names)].to_numpy()),
+                                                             window["label_train"].to_numpy())
+    np.testing.assert_array_equal(model.predict(reference.frame(known[list(features.feature_names)].to_numpy())),
+                                  expected.predict(reference.frame(known[list(features.feature_names)].to_numpy())))
+
+
+def test_the_feature_grid_spans_every_labelled_row_up_to_its_date_not_only_the_sampled_ones(features):
+    trainer = _Trainer(features, ModelSpec(algorithm="hgb", train_sample_every_days=10), seed=0)
+    trainer.fix_training_grid(last_date=300, levels=64)
+    frame = features.frame
+    upto = frame[(frame["date_pos"] <= 300) & np.isfinite(frame["label_train"])][list(features.feature_names)]
+    lo, step = trainer.grid
+    np.testing.assert_array_equal(lo, upto.min().to_numpy())
+    np.testing.assert_array_equal(step, (upto.max() - upto.min()).to_numpy() / 64)
+
+
+def test_linear_models_of_one_feature_set_give_the_same_fits_whichever_ran_first(features):
+    import portfolio_mlops.walk_forward as walk_forward_module
+
+    lasso = ModelSpec(algorithm="lasso", params={"alpha": 1e-5})
+    walk_forward_module._moments_cache = None
+    alone = walk_forward_predictions(features, lasso, WALK, LABELS)
+    walk_forward_predictions(features, ModelSpec(algorithm="ridge"), WALK, LABELS)
+    after_ridge = walk_forward_predictions(features, lasso, WALK, LABELS)
+    pd.testing.assert_frame_equal(alone.predictions, after_ridge.predictions, check_exact=True)
+    # another feature set is not served the first one's sums
+    other = build_features(random_walk_panel(n_tickers=30, n_days=700, seed=12), FeatureConfig(), LABELS)
+    walk_forward_module._moments_cache = None
+    other_alone = walk_forward_predictions(other, lasso, WALK, LABELS)
+    walk_forward_predictions(features, lasso, WALK, LABELS)
+    pd.testing.assert_frame_equal(walk_forward_predictions(other, lasso, WALK, LABELS).predictions,
+                                  other_alone.predictions, check_exact=True)

@@ -127,6 +127,11 @@ class ModelSpec(_Strict):
         1, ge=1, description="Train on one date's cross-section per block of k trading days, at an offset drawn "
         "with the run's seed (linear models use all dates for free).",
     )
+    refit_stride: int = Field(
+        1, ge=1, description="Refit on every k-th of the walk-forward's refit dates only (walk_forward."
+        "retrain_every_rebalances x k rebalances apart); between refits the last model keeps scoring. 1 = every "
+        "refit date. Gradient boosting uses 2 by default: each refit is a full fit on the whole window.",
+    )
 
     @field_validator("algorithm", mode="before")
     @classmethod
@@ -143,7 +148,8 @@ class ModelSpec(_Strict):
 
 def default_models() -> list[ModelSpec]:
     """One model per registered algorithm, with its registered defaults (portfolio_mlops/algorithms.py)."""
-    return [ModelSpec(algorithm=a.name, params=dict(a.params), train_sample_every_days=a.train_sample_every_days)
+    return [ModelSpec(algorithm=a.name, params=dict(a.params), train_sample_every_days=a.train_sample_every_days,
+                      refit_stride=a.refit_stride)
             for a in ALGORITHMS.values()]
 
 

@@ -119,7 +119,9 @@ def evaluate(features: FeatureSet, grid: Grid, results: dict[str, WalkForwardRes
     algorithms: dict[str, Any] = {}
     ic_by_date: dict[str, pd.Series] = {}
     holdings: dict[str, pd.DataFrame] = {}
-    vol = frame[["date_pos", "ticker", "raw_vol_63"]]
+    # predictions exist on decision dates only: the volatility they are joined with comes from those
+    # rows (the universe), not the whole panel, so each join factorises ~1/20 of the keys
+    vol = universe[["date_pos", "ticker", "raw_vol_63"]]
     for name, result in results.items():
         predictions, book, backtest, signal = _judge(name, result, vol, run, grid, cfg)
         backtests[name] = backtest
@@ -201,7 +203,8 @@ def _judge(name: str, result: WalkForwardResult, vol: pd.DataFrame, run, grid: G
     # daily-sampled figures (rank_*, pearson_*, ic_hac_tstat, ic_dates, effective_dates) add power.
     signal["rebalance_ic_dates"] = signal.pop("ic_dates")
     daily_scores = result.daily if result.daily is not None else predictions.iloc[:0]
-    signal.update(metrics.daily_signal_metrics(daily_scores, cfg.labels.horizon_days))
+    # only the columns the IC reads: filtering every out-of-sample row then leaves the tickers alone
+    signal.update(metrics.daily_signal_metrics(daily_scores[["date", "label", "prediction"]], cfg.labels.horizon_days))
     return predictions, book, run(name, book), signal
 
 
@@ -280,13 +283,12 @@ def _power(algorithms: dict[str, Any]) -> dict[str, Any]:
 
 
 def _holdings_table(book, grid: Grid, predictions: pd.DataFrame, lag: int) -> pd.DataFrame:
-    rows = []
-    for pos, (tickers, weights) in zip(book.decision_pos, book.holdings):
-        trade = min(pos + lag, len(grid.dates) - 1)
-        rows.append(pd.DataFrame({
-            "decision_date": grid.dates[pos], "trade_date": grid.dates[trade],
-            "ticker": grid.tickers[tickers], "weight": weights,
-        }))
-    table = pd.concat(rows, ignore_index=True)
+    # one row per (decision, holding), built as whole columns rather than a frame per decision
+    pos = np.repeat(book.decision_pos, [len(tickers) for tickers, _ in book.holdings])
+    table = pd.DataFrame({
+        "decision_date": grid.dates[pos], "trade_date": grid.dates[np.minimum(pos + lag, len(grid.dates) - 1)],
+        "ticker": grid.tickers[np.concatenate([tickers for tickers, _ in book.holdings])],
+        "weight": np.concatenate([weights for _, weights in book.holdings]),
+    })
     scores = predictions[["date", "ticker", "prediction"]].rename(columns={"date": "decision_date"})
     return table.merge(scores, on=["decision_date", "ticker"], how="left")

@@ -146,27 +146,34 @@ def _elastic_net_gram(gram: np.ndarray, cross: np.ndarray, alpha: float, l1_rati
 
     With G = X'X/n and c = X'y/n (centred) this is scikit-learn's ElasticNet / Lasso objective.
     """
+    # Python floats, not numpy scalars: the same IEEE operations in the same order (so the same bits as
+    # the numpy version this replaces, pinned by tests/test_models.py), 2-3x faster for p ~ 14.
     p = len(cross)
-    coef = np.zeros(p)
+    coef = [0.0] * p
     l1 = alpha * l1_ratio
     l2 = alpha * (1.0 - l1_ratio)
-    diag = np.diag(gram)
-    gradient_part = gram @ coef  # G w, kept up to date incrementally
+    diag = np.diag(gram).tolist()
+    columns = np.ascontiguousarray(gram.T).tolist()  # columns[j] = G[:, j]
+    cross = np.asarray(cross, dtype=float).tolist()
+    gradient_part = (gram @ np.zeros(p)).tolist()  # G w, kept up to date incrementally
     for _ in range(max_iter):
         biggest_step = 0.0
         for j in range(p):
             if diag[j] <= 0:
                 continue
             rho = cross[j] - gradient_part[j] + diag[j] * coef[j]
-            new = np.sign(rho) * max(abs(rho) - l1, 0.0) / (diag[j] + l2)
+            sign = 1.0 if rho > 0 else -1.0 if rho < 0 else 0.0 if rho == 0 else rho  # np.sign (of -0.0: 0.0; NaN)
+            new = sign * max(abs(rho) - l1, 0.0) / (diag[j] + l2)
             step = new - coef[j]
             if step != 0.0:
-                gradient_part += gram[:, j] * step
+                column = columns[j]
+                for k in range(p):
+                    gradient_part[k] += column[k] * step
                 coef[j] = new
                 biggest_step = max(biggest_step, abs(step))
-        if biggest_step <= tol * max(1.0, np.abs(coef).max()):
+        if biggest_step <= tol * max(1.0, max(abs(c) for c in coef)):
             break
-    return coef
+    return np.array(coef, dtype=float)
 
 
 def feature_weights(estimator: BaseEstimator, feature_names: tuple[str, ...]) -> dict[str, float]:

@@ -5,7 +5,8 @@ Timeline per rebalance (all positions are rows of the trading calendar):
   T - gap      last sample date allowed in training, gap = lag + horizon + embargo, so every
                training label has ended (label_end_pos <= T - embargo): the purge
 The model is refitted every `retrain_every_rebalances` rebalances on the expanding (or rolling) set
-of allowed samples; between refits the last model is reused. No shuffling, no random splits; models that
+of allowed samples (a model with ModelSpec.refit_stride k only on every k-th of those dates); between
+refits the last model is reused. No shuffling, no random splits; models that
 sample training dates (gradient boosting) take one seeded-random date per block of the calendar
 (`sampled_training_dates`), a choice that never looks at the data.
 
@@ -17,8 +18,10 @@ at or before refit - embargo <= d, so a daily score uses nothing after its day.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -76,6 +79,13 @@ def rebalance_schedule(features: FeatureSet, walk_forward: WalkForwardConfig, la
     return Schedule(positions, positions[:: walk_forward.retrain_every_rebalances], gap, int(last))
 
 
+def model_schedule(schedule: Schedule, spec: ModelSpec) -> Schedule:
+    """The run's schedule as one model follows it: refits on every `spec.refit_stride`-th refit date."""
+    if spec.refit_stride == 1:
+        return schedule
+    return dataclasses.replace(schedule, refit_pos=schedule.refit_pos[:: spec.refit_stride])
+
+
 @dataclass
 class WalkForwardResult:
     algorithm: str
@@ -104,21 +114,62 @@ def sampled_training_dates(n_dates: int, every: int, seed: int) -> np.ndarray:
     return positions % every == offsets[positions // every]
 
 
+# The running moments of the last FeatureSet a linear model was walked forward on: ridge, lasso and
+# elasticnet of one run read the same samples, so the second and third reuse the first's sums (the
+# same arrays, so the same fits bit for bit). One entry, dropped with its FeatureSet.
+_moments_cache: tuple[weakref.ref, tuple[str, ...], RunningMoments] | None = None
+
+
+def _running_moments(features: FeatureSet, x: np.ndarray | None, y: np.ndarray | None,
+                     pos: np.ndarray | None) -> RunningMoments:
+    global _moments_cache
+    if _moments_cache is not None:
+        owner, names, moments = _moments_cache
+        if owner() is features and names == features.feature_names:
+            return moments
+    if x is None:
+        x, y, pos = _training_rows(features, None)
+    moments = RunningMoments(x, y, pos, len(features.dates))
+    _moments_cache = (weakref.ref(features, _forget_moments), features.feature_names, moments)
+    return moments
+
+
+def _forget_moments(owner: weakref.ref) -> None:
+    global _moments_cache
+    if _moments_cache is not None and _moments_cache[0] is owner:
+        _moments_cache = None
+
+
+def _training_rows(features: FeatureSet, sampled: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, date_pos) of the rows with a known training label, on the `sampled` dates only if given."""
+    frame = features.frame
+    pos = frame["date_pos"].to_numpy()
+    known = np.isfinite(frame["label_train"].to_numpy())
+    if sampled is not None:
+        known &= sampled[pos]
+    x = frame.loc[known, list(features.feature_names)].to_numpy(dtype=float)
+    # int64 positions: searchsorted with int64 dates would copy an int32 array at every look-up
+    return x, frame.loc[known, "label_train"].to_numpy(dtype=float), pos[known].astype(np.int64)
+
+
 class _Trainer:
     """Fits one algorithm on a window of sample dates; linear models via running moments."""
 
     def __init__(self, features: FeatureSet, spec: ModelSpec, seed: int):
-        frame = features.frame
+        self.features = features
         self.spec, self.seed, self.names = spec, seed, features.feature_names
-        known = np.isfinite(frame["label_train"].to_numpy())
-        self.x = frame.loc[known, list(self.names)].to_numpy(dtype=float)
-        self.y = frame.loc[known, "label_train"].to_numpy(dtype=float)
-        self.pos = frame.loc[known, "date_pos"].to_numpy()
         self.linear = spec.algorithm in LINEAR_ALGORITHMS
-        self.moments = RunningMoments(self.x, self.y, self.pos, len(features.dates)) if self.linear else None
         # Linear fits read every date for free (running moments); the others train on sampled dates.
         self.sampled = (None if self.linear or spec.train_sample_every_days == 1
                         else sampled_training_dates(len(features.dates), spec.train_sample_every_days, seed))
+        # A model that samples dates only ever reads those rows (a tenth of the panel at every=10), unless an
+        # inner search scores its validation tail on every date; a linear model without a search only
+        # its running moments. self.x holds the rows fit() and search() read, in date order.
+        self.x = self.y = self.pos = None
+        self.rows_sampled = self.sampled is not None and not spec.search
+        if not (self.linear and not spec.search):
+            self.x, self.y, self.pos = _training_rows(features, self.sampled if self.rows_sampled else None)
+        self.moments = _running_moments(features, self.x, self.y, self.pos) if self.linear else None
         self.grid: tuple[np.ndarray, np.ndarray] | None = None  # (lo, step) per feature: fix_training_grid
 
     def fix_training_grid(self, last_date: int, levels: int = TRAINING_GRID_LEVELS) -> None:
@@ -135,11 +186,14 @@ class _Trainer:
         """
         if self.linear:
             return
-        upto = self.x[: np.searchsorted(self.pos, last_date + 1)]
-        if not len(upto):
+        # every labelled row up to last_date, sampled date or not (self.x may hold the sampled ones only)
+        frame = self.features.frame
+        upto = (frame["date_pos"].to_numpy() <= last_date) & np.isfinite(frame["label_train"].to_numpy())
+        if not upto.any():
             return
-        lo = np.nanmin(upto, axis=0)
-        span = np.nanmax(upto, axis=0) - lo
+        columns = [frame[name].to_numpy(dtype=float)[upto] for name in self.names]
+        lo = np.array([np.nanmin(column) for column in columns])
+        span = np.array([np.nanmax(column) for column in columns]) - lo
         self.grid = lo, np.where(span > 0, span / levels, 1.0)
 
     def snapped(self, x: np.ndarray) -> np.ndarray:
@@ -166,10 +220,11 @@ class _Trainer:
             window = self.moments.window(first_date, last_date)
             return fit_from_moments(estimator, window, self.names), int(window.n)
         lo, hi = np.searchsorted(self.pos, [first_date, last_date + 1])
-        rows = np.arange(lo, hi)
-        if self.sampled is not None:
+        if self.sampled is not None and not self.rows_sampled:
+            rows = np.arange(lo, hi)
             rows = rows[self.sampled[self.pos[rows]]]
-        return estimator.fit(self.frame(self.snapped(self.x[rows])), self.y[rows]), len(rows)
+            return estimator.fit(self.frame(self.snapped(self.x[rows])), self.y[rows]), len(rows)
+        return estimator.fit(self.frame(self.snapped(self.x[lo:hi].copy())), self.y[lo:hi]), hi - lo
 
     def search(self, first_date: int, last_date: int, gap: int) -> tuple[dict[str, Any], dict[str, float]]:
         """Pick params on a purged validation tail of the training window by mean rank IC."""
@@ -210,11 +265,13 @@ def walk_forward_predictions(
 def _walk_forward(features: FeatureSet, spec: ModelSpec, walk_forward: WalkForwardConfig, labels: LabelConfig,
                   seed: int, progress: Progress) -> WalkForwardResult:
     started = time.perf_counter()
-    schedule = rebalance_schedule(features, walk_forward, labels)
+    schedule = model_schedule(rebalance_schedule(features, walk_forward, labels), spec)
     trainer = _Trainer(features, spec, seed)
     trainer.fix_training_grid(int(schedule.refit_pos[0]) - schedule.purge_gap)
     frame = features.frame
-    frame_pos = frame["date_pos"].to_numpy()
+    # int64, as the positions looked up: searchsorted casts an int32 haystack to the needle's type, a copy
+    # of the whole column at every call
+    frame_pos = frame["date_pos"].to_numpy().astype(np.int64)
     x_all = frame[list(features.feature_names)]
     refit_set = set(schedule.refit_pos.tolist())
     outputs, refits = [], []
