@@ -8,7 +8,9 @@ Each engine runs as the CLI would, in a fresh process, from a fresh folder with 
 store (tracking and promotion included); the figures are medians over --repeat runs, and the kfp.local
 run is shown as a ratio of the in-process run beside the target (KFP_TARGET_RATIO). The per-task cost
 is measured on a pipeline of no-op components of the same shape (1 + 1 + 1 + N parallel + 1 tasks), so
-it is kfp.local's orchestration, process start and artifact handling without our work. "imports per
+it is kfp.local's orchestration, process start and artifact handling without our work. Like ours, they
+are built with install_kfp_package=False: with kfp's default every task first runs `pip install kfp`
+(~0.4 s even when it is installed), which our steps never do. "imports per
 step" is what each step's process spends loading the executor, the component and the modules its body
 imports before it does any work (tests/step_imports.py, the probe the per-step import tests use).
 """
@@ -52,19 +54,19 @@ import kfp.local
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-@dsl.component(base_image="python:3.11")
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
 def step(data: Output[Dataset]):
     open(data.path, "w").write("x")
 
-@dsl.component(base_image="python:3.11")
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
 def consume(data: Input[Dataset], out: Output[Dataset]):
     open(out.path, "w").write(open(data.path).read())
 
-@dsl.component(base_image="python:3.11")
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
 def fan(data: Input[Dataset], name: str, model: Output[Model]):
     open(model.path, "w").write(name)
 
-@dsl.component(base_image="python:3.11")
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
 def gather(data: Input[Dataset], models: Input[List[Model]]):
     print(len(models))
 

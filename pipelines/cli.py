@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import yaml
 
 from portfolio_mlops import cli as core
-from portfolio_mlops.commands.run import Engine, run_inprocess
+from portfolio_mlops.commands.run import CHECKED_ENV, Engine, run_inprocess
 
 
 def extend(sub: Any) -> None:
@@ -85,24 +85,60 @@ def k8s_command(args: argparse.Namespace) -> int:
 
 
 def pipeline_parameters(cfg: Any) -> dict[str, Any]:
-    """The pipeline parameters that reproduce a RunConfig: the whole config travels as YAML."""
+    """The pipeline parameters that reproduce a RunConfig: the whole config travels as YAML (its `models`
+    keep their order for the report and the registry, see components/configure.py); `algorithms`, the
+    train fan-out, comes longest first (fan_out_order)."""
     payload = cfg.model_dump(mode="json")
     if payload.get("data"):
         payload["data"] = str(Path(payload["data"]).resolve())  # steps may run from another directory
-    return {"config_yaml": yaml.safe_dump(payload, sort_keys=False), "algorithms": [m.name for m in cfg.models]}
+    return {"config_yaml": yaml.safe_dump(payload, sort_keys=False), "algorithms": fan_out_order(cfg)}
+
+
+# Relative cost of one walk-forward fit, only to rank the train steps: a model refitted from running moments
+# (the linear ones, a few O(p^2) solves per refit) vs one regrown from its whole window at each refit
+# (gradient boosting: several times a linear model's walk-forward on the embedded data).
+MOMENT_REFIT_COST, FULL_REFIT_COST = 1, 4
+
+
+def fan_out_order(cfg: Any) -> list[str]:
+    """The algorithms in decreasing expected train-step time: kfp.local runs the ParallelFor's steps two at a
+    time in the order given, so the longest (gradient boosting, fitted once per seed) starts at once and the
+    short ones share the other slot instead of delaying it (longest-processing-time-first scheduling). Ties
+    keep the config's order."""
+    from portfolio_mlops.algorithms import ALGORITHMS
+    from portfolio_mlops.models import uses_seed
+
+    def cost(spec: Any) -> int:
+        fits = cfg.evaluation.seeds if uses_seed(spec) else 1
+        return fits * (MOMENT_REFIT_COST if ALGORITHMS[spec.algorithm].moment_refits else FULL_REFIT_COST)
+
+    return [spec.name for spec in sorted(cfg.models, key=cost, reverse=True)]
 
 
 def run_kfp(args: argparse.Namespace, cfg: Any, _progress: Any = None) -> int:
     """`run --engine kfp`; args.output is the run's partial folder (portfolio_mlops.commands.run.in_session)."""
-    from portfolio_mlops.report import summary_table
+    import importlib
+    import threading
+
+    import portfolio_mlops_kfp.pipelines.training  # noqa: F401 - kfp and the pipeline, before the thread below
     from portfolio_mlops_kfp.pipelines.local import run_local
+
+    # The summary table's module loads matplotlib (~0.4 s), needed only after the last step: it loads while
+    # the steps run (this process only waits for them then), not before the first one.
+    threading.Thread(target=importlib.import_module, args=("portfolio_mlops.report",), daemon=True).start()
 
     # --no-tracking / --no-promote are in cfg.tracking, which reaches the promote step in config_yaml.
     report_dir = getattr(args, "report_dir", Path(args.output).resolve())
     if not args.quiet:
         print(f"[pipeline] kfp.local: configure -> ingest -> features -> train x{len(cfg.models)} -> promote; "
               f"its log: {report_dir}/pipeline.log", file=sys.stderr, flush=True)
-    result = run_local(pipeline_parameters(cfg), args.output, verbose=args.verbose, progress=not args.quiet)
+    # The preflight checked the hyperparameters in this environment: its record spares the configure step
+    # a second scikit-learn import (components/configure.py).
+    checked = getattr(args, "checked_record", None)
+    result = run_local(pipeline_parameters(cfg), args.output, verbose=args.verbose, progress=not args.quiet,
+                       step_env={CHECKED_ENV: checked} if checked else None)
+    from portfolio_mlops.report import summary_table  # waits for the import above if it is still running
+
     summary = json.loads((Path(args.output) / "summary.json").read_text(encoding="utf-8"))
     print(summary_table(summary))
     if summary.get("mlflow"):

@@ -184,7 +184,7 @@ def local_session(pipeline_root: str | Path, runner: Any = None) -> Iterator[Non
 
 def run_local(params: dict[str, Any], output_dir: str | Path, work_dir: str | Path | None = None,
               keep_work_dir: bool = False, runner: Any = None, verbose: bool = False,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, step_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the pipeline; copy the report folder to `output_dir`. Returns {decision, seconds, work_dir, log}.
 
     kfp.local leaves per-task scratch files in TMPDIR, so TMPDIR points into the work folder for the
@@ -193,6 +193,7 @@ def run_local(params: dict[str, Any], output_dir: str | Path, work_dir: str | Pa
     step fails); the console (stderr) gets one line per step (StepConsole) unless not `progress`, or
     everything with `verbose`.
     A failed step raises StepFailedError with the step's own error line and its exit status.
+    `step_env`: variables the step processes get (set in this process's environment for the run).
     """
     from portfolio_mlops.session import clean_stale_folders, owner_marker
     from portfolio_mlops_kfp.pipelines.training import training_pipeline
@@ -202,8 +203,8 @@ def run_local(params: dict[str, Any], output_dir: str | Path, work_dir: str | Pa
     (work / OWNER_MARKER).write_text(json.dumps(owner_marker()), encoding="utf-8")
     scratch = work / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
-    previous_tmp = os.environ.get("TMPDIR")
-    os.environ["TMPDIR"] = str(scratch)
+    saved_env = {name: os.environ.get(name) for name in ["TMPDIR", *(step_env or {})]}
+    os.environ.update({**(step_env or {}), "TMPDIR": str(scratch)})
     tempfile.tempdir = None  # re-read TMPDIR
     started = time.perf_counter()
     log_path = work / "pipeline.log"
@@ -227,10 +228,11 @@ def run_local(params: dict[str, Any], output_dir: str | Path, work_dir: str | Pa
         return {"decision": outputs.outputs["decision"], "seconds": seconds, "work_dir": str(work),
                 "log": str(destination / "pipeline.log")}
     finally:
-        if previous_tmp is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = previous_tmp
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         tempfile.tempdir = None
         if not keep_work_dir:
             shutil.rmtree(work, ignore_errors=True)

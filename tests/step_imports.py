@@ -37,7 +37,8 @@ NEVER = {"kfp_server_api", "kubernetes", "statsmodels", "empyrical"}
 
 # step (= the function the executor calls) -> (modules its body's imports load, modules they must not).
 # configure validates every hyperparameter against scikit-learn's own constraints (sanity.check_config),
-# so it runs on the train image and may load scikit-learn; ingest and features must not.
+# so it runs on the train image and may load scikit-learn (at run time, and not when `portfolio-mlops run`
+# has checked the same config: components/configure.py); ingest and features must not.
 STEPS: dict[str, tuple[set[str], set[str]]] = {
     "configure": ({"pydantic", "yaml"}, MLFLOW | PLOTTING | NEVER),
     "ingest": ({"pandas", "pyarrow", "pydantic", "yaml"}, SCIKIT_LEARN | MLFLOW | PLOTTING | NEVER),

@@ -158,3 +158,106 @@ def test_images_follow_the_registry_and_tag_overrides(monkeypatch):
     assert images.image("train") == "registry.example/team/python-train:1.2.3"
     with pytest.raises(ValueError, match="unknown image target"):
         images.image("nope")
+
+
+# --- what `portfolio-mlops run` hands the pipeline (pipelines/cli.py) and how configure reads it ---
+
+def _configure(tmp_path, name: str = "config", **given):
+    """configure's body as its process runs it; returns the RunConfig it wrote."""
+    import json
+
+    from kfp.dsl import Dataset
+
+    from portfolio_mlops.config import RunConfig
+    from portfolio_mlops.options import pipeline_parameters
+
+    output = Dataset(name="config", uri=str(tmp_path / f"{name}.json"))
+    output.path  # noqa: B018 - kfp resolves the local path from the uri
+    arguments = {"config_yaml": "", "algorithms": [], **{n: o.unset for n, o in pipeline_parameters().items()}, **given}
+    configure.python_func(config=output, **arguments)
+    return RunConfig.model_validate(json.loads(Path(output.path).read_text()))
+
+
+def test_the_train_fan_out_starts_with_gradient_boosting_and_the_report_keeps_the_config_order(tmp_path):
+    # kfp.local runs the ParallelFor two at a time in the order given: the longest step goes first, so the
+    # three quick linear steps share the other slot instead of delaying it; results stay in config order.
+    from portfolio_mlops.config import RunConfig
+    from portfolio_mlops_kfp.pipelines.cli import pipeline_parameters
+
+    cfg = RunConfig()
+    params = pipeline_parameters(cfg)
+    assert params["algorithms"] == ["hgb", "ridge", "lasso", "elasticnet"]
+    assert [m.name for m in _configure(tmp_path, **params).models] == [m.name for m in cfg.models]
+    reordered = cfg.with_algorithms(["lasso", "hgb", "ridge"])  # `run --algorithms lasso,hgb,ridge`
+    params = pipeline_parameters(reordered)
+    assert params["algorithms"] == ["hgb", "lasso", "ridge"]
+    assert [m.name for m in _configure(tmp_path, **params).models] == ["lasso", "hgb", "ridge"]
+
+
+def test_configure_without_models_in_its_yaml_keeps_the_algorithms_in_the_order_given(tmp_path):
+    cfg = _configure(tmp_path, config_yaml="portfolio: {top_n: 5}\n", algorithms=["hgb", "ridge"])
+    assert [m.name for m in cfg.models] == ["hgb", "ridge"]
+
+
+def _bad_ridge_yaml() -> str:
+    from portfolio_mlops.config import RunConfig
+
+    payload = RunConfig().with_algorithms(["ridge"]).model_dump(mode="json")
+    payload["models"][0]["params"]["alpha"] = -1.0
+    return yaml.safe_dump(payload, sort_keys=False)
+
+
+def test_configure_rechecks_hyperparameters_the_preflight_did_not_record(tmp_path, capsys, monkeypatch):
+    # The record of another (valid) config does not let a bad hyperparameter through: scikit-learn's own
+    # check runs and the step exits 2 naming the field, as without any record.
+    from portfolio_mlops.commands.run import CHECKED_ENV, checked_record
+    from portfolio_mlops.config import RunConfig
+
+    monkeypatch.setenv(CHECKED_ENV, checked_record(RunConfig().with_algorithms(["ridge"])))
+    with pytest.raises(SystemExit) as failure:
+        _configure(tmp_path, config_yaml=_bad_ridge_yaml(), algorithms=["ridge"])
+    assert failure.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()  # "... expected <scikit-learn's constraint>, got -1.0"
+    assert line.startswith("configure: error (exit status 2): invalid configuration: models[ridge].params.alpha: "
+                           "expected a float in the range [0.0, inf)") and line.endswith(", got -1.0"), line
+
+
+def test_configure_does_not_load_scikit_learn_again_for_the_config_the_cli_checked(tmp_path):
+    # `run --engine kfp`: the preflight checked this config in this environment and hands its record to the
+    # steps (commands/run.py CHECKED_ENV); configure, a fresh process, then skips the ~1 s scikit-learn import.
+    import json
+
+    from portfolio_mlops.commands.run import CHECKED_ENV, checked_record
+    from portfolio_mlops.config import RunConfig
+    from portfolio_mlops_kfp.pipelines.cli import pipeline_parameters
+
+    cfg = RunConfig()
+    program = f"""
+import json, sys
+from kfp.dsl import Dataset
+from portfolio_mlops.options import pipeline_parameters as table
+from portfolio_mlops_kfp.components.configure import configure
+output = Dataset(name="config", uri={str(tmp_path / "config.json")!r})
+output.path
+configure.python_func(config=output, **{{n: o.unset for n, o in table().items()}}, **json.load(sys.stdin))
+print("sklearn" in sys.modules)
+"""
+    loaded = {}
+    for case, record in (("recorded", checked_record(cfg)), ("not recorded", None)):
+        env = {k: v for k, v in os.environ.items() if k != CHECKED_ENV} | ({CHECKED_ENV: record} if record else {})
+        loaded[case] = subprocess.run([sys.executable, "-c", program], input=json.dumps(pipeline_parameters(cfg)),
+                                      capture_output=True, text=True, check=True, cwd=REPO, env=env).stdout.split()
+    assert loaded == {"recorded": ["False"], "not recorded": ["True"]}
+
+
+def test_the_pipeline_sets_resources_with_kfps_own_caller_lookup_replaced_by_an_equivalent_one():
+    # pipelines/training.py swaps inspect.stack for a frames-only one while it sets resources: same entries
+    import inspect
+
+    from portfolio_mlops_kfp.pipelines.training import _FramesOnly
+
+    def caller():
+        return inspect.stack()[:3], _FramesOnly.stack()[:3]
+
+    full, quick = caller()
+    assert [(f.frame, f.filename, f.lineno, f.function) for f in full] == [entry[:4] for entry in quick]

@@ -73,6 +73,21 @@ def check_output_folder(output: str | Path) -> None:
     os.unlink(probe)
 
 
+# The preflight's record of what check_config accepted, for the pipeline's configure step (see checked_record).
+CHECKED_ENV = "PORTFOLIO_MLOPS_CHECKED_CONFIG"
+
+
+def checked_record(cfg) -> str:
+    """Everything sanity.check_config looks at - features.include and every model spec (params, search grid) - as
+    canonical JSON. The kfp engine passes the preflight's record to its steps in CHECKED_ENV; the configure
+    step re-checks (importing scikit-learn) only a config whose record differs, so a step started with any
+    other config, or outside this CLI (a cluster), is checked in full."""
+    import json
+
+    return json.dumps({"features.include": cfg.features.include,
+                       "models": [spec.model_dump(mode="json") for spec in cfg.models]}, sort_keys=True)
+
+
 def preflight_run(args: argparse.Namespace, cfg):
     """Everything a `run` can be refused for, before any compute and whatever the engine: the models'
     hyperparameters, the output folder, the tracking store, the data (read and validated) and the
@@ -82,6 +97,7 @@ def preflight_run(args: argparse.Namespace, cfg):
     from portfolio_mlops.sanity import check_config, check_panel
 
     check_config(cfg)
+    args.checked_record = checked_record(cfg)  # what passed, for the kfp engine's configure step
     check_output_folder(args.output)
     if cfg.tracking.enabled:
         from portfolio_mlops.tracking import check_server, default_tracking_uri
