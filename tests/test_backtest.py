@@ -102,3 +102,12 @@ def test_top_n_picks_the_same_rows_in_the_same_order_as_sorting_by_date_score_an
     shuffled = pd.Index(rng.permutation(names))
     again = top_n_book(rows, "prediction", shuffled, PortfolioConfig(top_n=3), descending)
     assert [list(shuffled[held]) for held, _ in again.holdings] == picked
+    # rows in (date, ticker) order, as a feature frame's universe: one sort of a dates x names grid
+    ordered = rows.sort_values(["date_pos", "ticker"], kind="stable")
+    grouped = top_n_book(ordered, "prediction", pd.Index(np.sort(names)), PortfolioConfig(top_n=3), descending)
+    assert [list(np.sort(names)[held]) for held, _ in grouped.holdings] == picked
+    # with the codes given by the caller (evaluation looks them up once for ~22 benchmark books)
+    codes = pd.Index(np.sort(names)).get_indexer(ordered["ticker"])
+    given = top_n_book(ordered, "prediction", pd.Index(np.sort(names)), PortfolioConfig(top_n=3), descending, codes)
+    assert [list(np.sort(names)[held]) for held, _ in given.holdings] == picked
+    assert all(np.array_equal(w1, w2) for (_, w1), (_, w2) in zip(given.holdings, book.holdings))

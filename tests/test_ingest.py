@@ -75,6 +75,23 @@ def test_written_prices_are_the_validated_canonical_table(write_daily, tmp_path)
     pd.testing.assert_frame_equal(written, panel.prices)
 
 
+def test_written_prices_split_their_float_columns_and_read_back_as_pandas_own_parquet(write_daily, tmp_path):
+    # the prices file is written with byte-stream-split floats (faster to write and read, smaller);
+    # any Parquet reader must get the same table as from pandas' default file of the same frame
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    panel, _ = ingest(write_daily(stock_lines(), index=index_lines()), out, CFG)
+    panel.prices.to_parquet(tmp_path / "default.parquet", index=False)
+
+    written = pq.ParquetFile(out / "prices.parquet")
+    encodings = {written.schema_arrow.names[i]: written.metadata.row_group(0).column(i).encodings
+                 for i in range(written.metadata.num_columns)}
+    assert all("BYTE_STREAM_SPLIT" in encodings[c] for c in ["open", "high", "low", "close", "adj_close", "volume"])
+    assert written.schema_arrow.equals(pq.read_schema(tmp_path / "default.parquet"), check_metadata=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "prices.parquet"), pd.read_parquet(tmp_path / "default.parquet"))
+
+
 # --- reproducibility ------------------------------------------------------------------------------------
 
 def test_reingesting_the_same_input_rewrites_a_byte_identical_manifest_and_report(write_daily, tmp_path):

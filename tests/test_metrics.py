@@ -75,6 +75,51 @@ def test_average_ranks_by_date_are_pandas_groupby_ranks_bit_for_bit():
     np.testing.assert_array_equal(metrics.average_ranks_by_date(timestamps.to_numpy(), values), expected)
 
 
+@pytest.mark.parametrize("ties", [True, False])
+def test_average_ranks_of_dates_already_in_order_are_pandas_groupby_ranks_bit_for_bit(ties):
+    # the chain's frames come grouped by date in date order (no factorise, no regrouping) and model
+    # scores are mostly tie-free (positions + 1): both shortcuts must give pandas' floats exactly
+    rng = np.random.default_rng(7)
+    dates = np.sort(rng.integers(0, 40, 3000))
+    values = np.round(rng.normal(size=3000), 1) if ties else rng.normal(size=3000)
+    values[5] = -np.inf
+    expected = pd.Series(values).groupby(dates).rank().to_numpy()
+    np.testing.assert_array_equal(metrics.average_ranks_by_date(dates, values), expected)
+    days = (pd.Timestamp("2020-01-01") + pd.to_timedelta(dates, "D")).to_numpy()
+    np.testing.assert_array_equal(metrics.average_ranks_by_date(days, values), expected)
+    tied_infinities = values.copy()
+    tied_infinities[dates == dates[5]] = -np.inf  # ties among non-finite values take the tie arithmetic too
+    np.testing.assert_array_equal(metrics.average_ranks_by_date(dates, tied_infinities),
+                                  pd.Series(tied_infinities).groupby(dates).rank().to_numpy())
+
+
+def test_label_ranks_are_computed_once_per_equal_labels_and_equal_fresh_ranks():
+    rng = np.random.default_rng(8)
+    dates = np.repeat(np.arange(30), 50)
+    labels = np.round(rng.normal(size=1500), 2)
+    label_ranks = metrics.LabelRanks()
+
+    first = label_ranks(dates, labels)
+    again = label_ranks(dates.copy(), labels.copy())  # another frame's copy of the same labels
+    other = label_ranks(dates, labels[::-1].copy())
+
+    assert again is first
+    np.testing.assert_array_equal(first, metrics.average_ranks_by_date(dates, labels))
+    np.testing.assert_array_equal(other, metrics.average_ranks_by_date(dates, labels[::-1]))
+    labels[:] = 0.0  # the caller's array changing later does not change what was cached
+    np.testing.assert_array_equal(label_ranks(dates, labels), metrics.average_ranks_by_date(dates, labels))
+
+
+def test_signal_metrics_are_the_same_with_labels_ranked_once_for_several_algorithms():
+    label_ranks = metrics.LabelRanks()
+    for seed in range(3):
+        frame = _predictions(0.3, seed=seed).assign(label=_predictions(0.3, seed=0)["label"])
+        alone = metrics.daily_signal_metrics(frame[["date", "label", "prediction"]], 5)
+        shared = metrics.daily_signal_metrics(frame[["date", "label", "prediction"]], 5, label_ranks)
+        assert shared == alone
+        assert metrics.signal_metrics(frame, 21, 21, 5, label_ranks) == metrics.signal_metrics(frame, 21, 21, 5)
+
+
 def test_rank_ic_is_undefined_for_constant_predictions():
     ic = metrics.rank_ic_by_date(np.zeros(10), np.ones(10), np.arange(10.0))
     assert np.isnan(ic.iloc[0])

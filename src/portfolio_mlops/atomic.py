@@ -49,9 +49,22 @@ def json_text(payload: Any) -> str:
     return json.dumps(payload, indent=2, sort_keys=False, default=_json_default) + "\n"
 
 
-def write_parquet(target: str | os.PathLike[str], frame: pd.DataFrame) -> None:
+def write_parquet(target: str | os.PathLike[str], frame: pd.DataFrame, split_floats: bool = False) -> None:
+    """`frame` without its index, snappy-compressed. `split_floats`: float columns byte-stream-split
+    instead of dictionary-encoded (Parquet's BYTE_STREAM_SPLIT): for prices, whose values rarely repeat,
+    about half the write and read time and 2/3 of the size; the values read back are the same. Not for
+    frames of many repeated floats (ranked features), which dictionary encoding packs far smaller."""
     with atomic_path(target) as tmp:
-        frame.to_parquet(tmp, index=False)
+        if not split_floats:
+            frame.to_parquet(tmp, index=False)
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)  # what to_parquet(index=False) writes
+        floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+        pq.write_table(table, tmp, use_dictionary=[c for c in table.column_names if c not in floats],
+                       column_encoding={c: "BYTE_STREAM_SPLIT" for c in floats})
 
 
 def read_marker(path: str | os.PathLike[str], missing_hint: str) -> Any:

@@ -85,32 +85,64 @@ def simulate(name: str, book: Book, daily_returns: np.ndarray, dates: pd.Datetim
 
 
 def top_n_book(predictions: pd.DataFrame, score: str, ticker_index: pd.Index, portfolio: PortfolioConfig,
-               descending: bool = True) -> Book:
+               descending: bool = True, ticker_codes: np.ndarray | None = None) -> Book:
     """Pick the top-N rows by `score` at each date_pos; equal or inverse-volatility weights.
 
-    Ties are broken by ticker name so that runs are reproducible.
+    Ties are broken by ticker name so that runs are reproducible. `ticker_codes`: the rows' positions
+    in a sorted `ticker_index`, when the caller already has them (several books of one universe).
     """
-    chosen = _top_rows(predictions, score, ticker_index, portfolio.top_n, descending)
-    return _book_from_rows(chosen, ticker_index, portfolio.weighting)
+    chosen, codes = _top_rows(predictions, score, ticker_index, portfolio.top_n, descending, ticker_codes)
+    return _book_from_rows(chosen, ticker_index, portfolio.weighting, codes)
 
 
-def _top_rows(predictions: pd.DataFrame, score: str, ticker_index: pd.Index, top_n: int, descending: bool) -> pd.DataFrame:
+def _top_rows(predictions: pd.DataFrame, score: str, ticker_index: pd.Index, top_n: int, descending: bool,
+              codes: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray | None]:
     """The first `top_n` rows of each date_pos in the order (date_pos, score (descending or not), ticker);
-    NaN scores last. A run's evaluation asks this ~30 times of every decision's universe, so when
-    `ticker_index` is sorted (the grid's tickers) the sort is one numpy lexsort on integer ticker codes
-    (the same order as sorting the names); otherwise pandas sorts the names themselves."""
-    codes = ticker_index.get_indexer(predictions["ticker"]) if ticker_index.is_monotonic_increasing else None
+    NaN scores last; with the chosen rows' ticker codes when known. A run's evaluation asks this ~30
+    times of every decision's universe, so when `ticker_index` is sorted (the grid's tickers) the sort
+    is one numpy sort on integer ticker codes (the same order as sorting the names); otherwise pandas
+    sorts the names themselves."""
+    if not ticker_index.is_monotonic_increasing:
+        codes = None  # code order is name order only in a sorted index
+    elif codes is None:
+        codes = ticker_index.get_indexer(predictions["ticker"])
     if codes is None or (codes < 0).any():
         ordered = predictions.sort_values(["date_pos", score, "ticker"], ascending=[True, not descending, True],
                                           kind="stable")
-        return ordered.groupby("date_pos", sort=True).head(top_n)
+        return ordered.groupby("date_pos", sort=True).head(top_n), None
     values = predictions[score].to_numpy(dtype=float)
+    keys = -values if descending else values
     date_pos = predictions["date_pos"].to_numpy()
-    order = np.lexsort((codes, -values if descending else values, date_pos))  # stable; NaN sorts last either way
-    dates = date_pos[order]
-    starts = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]])
-    place = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-    return predictions.iloc[order[place < top_n]]
+    if len(date_pos) and _in_date_then_code_order(date_pos, codes):
+        chosen = _first_by_key_within_dates(date_pos, keys, top_n)
+    else:
+        order = np.lexsort((codes, keys, date_pos))  # stable; NaN sorts last either way
+        dates = date_pos[order]
+        starts = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]])
+        place = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        chosen = order[place < top_n]
+    return predictions.iloc[chosen], codes[chosen]
+
+
+def _in_date_then_code_order(date_pos: np.ndarray, codes: np.ndarray) -> bool:
+    """Rows sorted by (date_pos, ticker code) with one row per pair (a feature frame's universe)."""
+    step = np.diff(date_pos)
+    return bool((step >= 0).all() and ((step > 0) | (np.diff(codes) > 0)).all())
+
+
+def _first_by_key_within_dates(date_pos: np.ndarray, keys: np.ndarray, top_n: int) -> np.ndarray:
+    """Row numbers of the `top_n` smallest keys of each date (NaN last), dates ascending, ties in row
+    order; rows already grouped by date. Equal to the lexsort by (date_pos, key, code) on rows in
+    (date_pos, code) order, as one stable sort of a dates x names grid instead of a 3-key sort."""
+    starts = np.flatnonzero(np.r_[True, date_pos[1:] != date_pos[:-1]])
+    sizes = np.diff(np.r_[starts, len(date_pos)])
+    row = np.repeat(np.arange(len(starts)), sizes)
+    grid = np.full((len(starts), int(sizes.max())), np.nan)  # padding: NaN after every real row's key
+    grid[row, np.arange(len(date_pos)) - starts[row]] = keys
+    # stable: equal keys keep row (= ticker code) order, and a real NaN comes before the padding
+    first = np.argsort(grid, axis=1, kind="stable")[:, :top_n]
+    real = first < sizes[:, None]
+    return (starts[:, None] + first)[real]
 
 
 PORTFOLIO_COLUMNS = ("date", "ticker", "score", "rank", "selected", "weight")
@@ -144,19 +176,21 @@ def decision_portfolio(rows: pd.DataFrame, scores: np.ndarray, portfolio: Portfo
     })
 
 
-def equal_weight_book(universe: pd.DataFrame, ticker_index: pd.Index) -> Book:
-    return _book_from_rows(universe, ticker_index, "equal")
+def equal_weight_book(universe: pd.DataFrame, ticker_index: pd.Index, ticker_codes: np.ndarray | None = None) -> Book:
+    return _book_from_rows(universe, ticker_index, "equal", ticker_codes)
 
 
-def random_book(universe: pd.DataFrame, ticker_index: pd.Index, portfolio: PortfolioConfig, seed: int) -> Book:
+def random_book(universe: pd.DataFrame, ticker_index: pd.Index, portfolio: PortfolioConfig, seed: int,
+                ticker_codes: np.ndarray | None = None) -> Book:
     rng = np.random.default_rng(seed)
     scored = universe.assign(_random=rng.random(len(universe)))
-    return top_n_book(scored, "_random", ticker_index, portfolio)
+    return top_n_book(scored, "_random", ticker_index, portfolio, ticker_codes=ticker_codes)
 
 
-def _book_from_rows(rows: pd.DataFrame, ticker_index: pd.Index, weighting: str) -> Book:
+def _book_from_rows(rows: pd.DataFrame, ticker_index: pd.Index, weighting: str, codes: np.ndarray | None = None) -> Book:
     positions, holdings = [], []
-    codes = ticker_index.get_indexer(rows["ticker"])
+    if codes is None:
+        codes = ticker_index.get_indexer(rows["ticker"])
     vol = rows["raw_vol_63"].to_numpy() if weighting == "inverse_vol" else None
     date_pos = rows["date_pos"].to_numpy()
     bounds = np.flatnonzero(np.diff(date_pos)) + 1

@@ -62,13 +62,15 @@ def evaluate(features: FeatureSet, grid: Grid, results: dict[str, WalkForwardRes
     benchmarks: dict[str, Any] = {}
     net_returns: dict[str, np.ndarray] = {}
 
-    backtests[PRIMARY_BENCHMARK] = run(PRIMARY_BENCHMARK, equal_weight_book(universe, grid.tickers))
+    # the universe's tickers as grid columns, looked up once for the ~22 benchmark books drawn from it
+    codes = grid.tickers.get_indexer(universe["ticker"])
+    backtests[PRIMARY_BENCHMARK] = run(PRIMARY_BENCHMARK, equal_weight_book(universe, grid.tickers, codes))
     return_days = backtests[PRIMARY_BENCHMARK].dates
     rf, rf_info = _risk_free(cfg, return_days)
     factor_scores = {"momentum_12_1": ("raw_mom_12_1", True), "reversal_21": ("raw_ret_21", False)}
     for factor in cfg.benchmarks.factors:
         column, descending = factor_scores[factor]
-        backtests[factor] = run(factor, top_n_book(universe, column, grid.tickers, cfg.portfolio, descending))
+        backtests[factor] = run(factor, top_n_book(universe, column, grid.tickers, cfg.portfolio, descending, codes))
     for name, result in backtests.items():
         block = _portfolio_block(result, bps, rf)
         benchmarks[name] = {**block["net"], "gross": block["gross"]}
@@ -77,7 +79,8 @@ def evaluate(features: FeatureSet, grid: Grid, results: dict[str, WalkForwardRes
     random_sharpes: list[float] = []
     if cfg.benchmarks.random_seeds:
         seed_values = [cfg.seed * 10_000 + s for s in range(cfg.benchmarks.random_seeds)]
-        seeds = [run(f"random_{v}", random_book(universe, grid.tickers, cfg.portfolio, seed=v)) for v in seed_values]
+        seeds = [run(f"random_{v}", random_book(universe, grid.tickers, cfg.portfolio, seed=v, ticker_codes=codes))
+                 for v in seed_values]
         seed_net = [r.net(bps) for r in seeds]
         per_seed = [metrics.portfolio_metrics(net, rf) for net in seed_net]
         random_sharpes = [m["sharpe"] for m in per_seed]
@@ -122,13 +125,16 @@ def evaluate(features: FeatureSet, grid: Grid, results: dict[str, WalkForwardRes
     # predictions exist on decision dates only: the volatility they are joined with comes from those
     # rows (the universe), not the whole panel, so each join factorises ~1/20 of the keys
     vol = universe[["date_pos", "ticker", "raw_vol_63"]]
+    # every algorithm and seed is scored against the same realised labels: ranked once per evaluation
+    label_ranks = metrics.LabelRanks()
     for name, result in results.items():
-        predictions, book, backtest, signal = _judge(name, result, vol, run, grid, cfg)
+        predictions, book, backtest, signal = _judge(name, result, vol, run, grid, cfg, label_ranks)
         backtests[name] = backtest
         net = backtest.net(bps)
         net_returns[name] = net
         known = predictions[np.isfinite(predictions["label"])]
-        ic_by_date[name] = metrics.rank_ic_by_date(known["date"].to_numpy(), known["prediction"].to_numpy(), known["label"].to_numpy())
+        ic_by_date[name] = metrics.rank_ic_by_date(known["date"].to_numpy(), known["prediction"].to_numpy(),
+                                                   known["label"].to_numpy(), label_ranks)
         holdings[name] = _holdings_table(book, grid, predictions, lag)
         sensitivity = {
             f"{b:g}": {k: v for k, v in metrics.portfolio_metrics(backtest.net(b), rf).items() if k in ("cagr", "sharpe", "ann_return")}
@@ -148,7 +154,8 @@ def evaluate(features: FeatureSet, grid: Grid, results: dict[str, WalkForwardRes
             "missing_held_returns": backtest.missing_held_returns,
         }
         if result.other_seeds:
-            others = {seed: _seed_figures(other, vol, run, grid, cfg, rf) for seed, other in result.other_seeds.items()}
+            others = {seed: _seed_figures(other, vol, run, grid, cfg, rf, label_ranks)
+                      for seed, other in result.other_seeds.items()}
             algorithms[name]["seeds"] = _seed_spread(cfg.seed, _headline(algorithms[name]), others)
 
     summary = {
@@ -193,25 +200,27 @@ def _headline(block: dict[str, Any]) -> dict[str, float]:
             "net_max_drawdown": net["max_drawdown"]}
 
 
-def _judge(name: str, result: WalkForwardResult, vol: pd.DataFrame, run, grid: Grid, cfg: RunConfig):
+def _judge(name: str, result: WalkForwardResult, vol: pd.DataFrame, run, grid: Grid, cfg: RunConfig,
+           label_ranks: metrics.LabelRanks | None = None):
     """One model's predictions -> (predictions with volatility, top-N book, backtest, signal metrics)."""
     predictions = result.predictions.merge(vol, on=["date_pos", "ticker"], how="left")
     book = top_n_book(predictions, "prediction", grid.tickers, cfg.portfolio)
     signal = metrics.signal_metrics(predictions, cfg.labels.horizon_days, cfg.walk_forward.rebalance_every_days,
-                                    cfg.portfolio.top_n)
+                                    cfg.portfolio.top_n, label_ranks)
     # ic_mean / icir / ic_tstat stay on the rebalance dates (what the portfolio trades on); the
     # daily-sampled figures (rank_*, pearson_*, ic_hac_tstat, ic_dates, effective_dates) add power.
     signal["rebalance_ic_dates"] = signal.pop("ic_dates")
     daily_scores = result.daily if result.daily is not None else predictions.iloc[:0]
     # only the columns the IC reads: filtering every out-of-sample row then leaves the tickers alone
-    signal.update(metrics.daily_signal_metrics(daily_scores[["date", "label", "prediction"]], cfg.labels.horizon_days))
+    signal.update(metrics.daily_signal_metrics(daily_scores[["date", "label", "prediction"]], cfg.labels.horizon_days,
+                                               label_ranks))
     return predictions, book, run(name, book), signal
 
 
 def _seed_figures(result: WalkForwardResult, vol: pd.DataFrame, run, grid: Grid, cfg: RunConfig,
-                  rf: float | np.ndarray) -> dict[str, float]:
+                  rf: float | np.ndarray, label_ranks: metrics.LabelRanks | None = None) -> dict[str, float]:
     """The headline figures of one other seed's predictions, judged exactly as the registered seed's."""
-    _, _, backtest, signal = _judge(f"{result.algorithm}_seed", result, vol, run, grid, cfg)
+    _, _, backtest, signal = _judge(f"{result.algorithm}_seed", result, vol, run, grid, cfg, label_ranks)
     return _headline({"signal": signal, "portfolio": _portfolio_block(backtest, cfg.portfolio.cost_bps_per_side, rf)})
 
 

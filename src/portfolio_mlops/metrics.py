@@ -41,9 +41,17 @@ def _correlation_by_date(dates: np.ndarray, x: np.ndarray, y: np.ndarray) -> tup
     Returns (correlation, n, var_x, var_y, mean_xx, mean_yy) per date, the sums not yet divided by n - 1,
     so each caller can decide what counts as "no spread" on its own scale.
     """
-    parts = pd.DataFrame({"date": dates, "x": x, "y": y, "xy": x * y, "xx": x * x, "yy": y * y})
-    sums = parts.groupby("date", sort=True).sum()
-    n = parts.groupby("date", sort=True).size().astype(float)
+    # the five columns written straight into one block (no per-column temporaries stacked into a frame
+    # afterwards), grouped once for both the sums and the counts
+    block = np.empty((5, len(x)))
+    block[0], block[1] = x, y
+    np.multiply(x, y, out=block[2])
+    np.multiply(x, x, out=block[3])
+    np.multiply(y, y, out=block[4])
+    parts = pd.DataFrame(block.T, columns=["x", "y", "xy", "xx", "yy"], copy=False)
+    grouped = parts.groupby(pd.Index(dates, name="date"), sort=True)
+    sums = grouped.sum()
+    n = grouped.size().astype(float)
     cov = sums["xy"] - sums["x"] * sums["y"] / n
     var_x = sums["xx"] - sums["x"] ** 2 / n
     var_y = sums["yy"] - sums["y"] ** 2 / n
@@ -52,9 +60,14 @@ def _correlation_by_date(dates: np.ndarray, x: np.ndarray, y: np.ndarray) -> tup
     return correlation, n, var_x, var_y, sums["xx"] / n, sums["yy"] / n
 
 
-def _finite_rows(dates, prediction, realised) -> pd.DataFrame:
-    frame = pd.DataFrame({"date": np.asarray(dates), "p": np.asarray(prediction, float), "y": np.asarray(realised, float)})
-    return frame[np.isfinite(frame["p"]) & np.isfinite(frame["y"])]
+def _finite_rows(dates, prediction, realised) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dates, prediction, realised) of the rows where both values are finite; the arrays themselves
+    when every row is (the usual case: no copies)."""
+    day, p, y = np.asarray(dates), np.asarray(prediction, float), np.asarray(realised, float)
+    finite = np.isfinite(p) & np.isfinite(y)
+    if finite.all():
+        return day, p, y
+    return day[finite], p[finite], y[finite]
 
 
 def average_ranks_by_date(dates: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -63,49 +76,103 @@ def average_ranks_by_date(dates: np.ndarray, values: np.ndarray) -> np.ndarray:
     Exactly pandas' groupby(dates).rank() (the same x.0 / x.5 floats), but as one sort of a
     dates x names grid padded with +inf instead of a sort per date: ~6x faster on a daily panel.
     """
-    codes = pd.factorize(np.asarray(dates))[0]
-    if not len(codes):
+    dates = np.asarray(dates)
+    if not len(dates):
         return np.empty(0)
-    by_date = np.argsort(codes, kind="stable")  # already grouped (the usual case): one linear pass
-    grouped = codes[by_date]
-    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
-    sizes = np.diff(np.r_[starts, len(grouped)])
+    if _nondecreasing(dates):
+        # Already grouped and in date order (every frame the chain ranks): the groups are the runs of
+        # equal dates, so neither pandas' factorize nor a sort by group is needed.
+        by_date = None
+        starts = np.flatnonzero(np.r_[True, dates[1:] != dates[:-1]])
+    else:
+        codes = pd.factorize(dates)[0]
+        by_date = np.argsort(codes, kind="stable")
+        grouped = codes[by_date]
+        starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    n = len(dates)
+    sizes = np.diff(np.r_[starts, n])
     row = np.repeat(np.arange(len(starts)), sizes)
-    col = np.arange(len(grouped)) - starts[row]
+    col = np.arange(n) - starts[row]
     grid = np.full((len(starts), int(sizes.max())), np.inf)  # padding sorts after every finite value
-    grid[row, col] = np.asarray(values, float)[by_date]
+    values = np.asarray(values, float)
+    grid[row, col] = values if by_date is None else values[by_date]
     order = np.argsort(grid, axis=1)
     ordered = np.take_along_axis(grid, order, axis=1)
     width = grid.shape[1]
-    position = np.broadcast_to(np.arange(width), grid.shape)
     tie_starts = np.ones(grid.shape, bool)
     tie_starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    tie_ends = np.ones(grid.shape, bool)
-    tie_ends[:, :-1] = tie_starts[:, 1:]
-    first = np.maximum.accumulate(np.where(tie_starts, position, 0), axis=1)
-    last = np.minimum.accumulate(np.where(tie_ends, position, width)[:, ::-1], axis=1)[:, ::-1]
+    if not np.isposinf(values).any() and (tie_starts | (ordered == np.inf)).all():
+        # No two values of a date are equal (continuous scores; only the +inf padding ties): each
+        # rank is its sorted position + 1, what the tie arithmetic below gives when first == last.
+        by_position = np.broadcast_to(np.arange(1.0, width + 1.0), grid.shape)
+    else:
+        position = np.broadcast_to(np.arange(width), grid.shape)
+        tie_ends = np.ones(grid.shape, bool)
+        tie_ends[:, :-1] = tie_starts[:, 1:]
+        first = np.maximum.accumulate(np.where(tie_starts, position, 0), axis=1)
+        last = np.minimum.accumulate(np.where(tie_ends, position, width)[:, ::-1], axis=1)[:, ::-1]
+        by_position = (first + last) / 2.0 + 1.0
     ranks = np.empty(grid.shape)
-    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
-    out = np.empty(len(grouped))
+    np.put_along_axis(ranks, order, by_position, axis=1)
+    if by_date is None:
+        return ranks[row, col]
+    out = np.empty(n)
     out[by_date] = ranks[row, col]
     return out
 
 
-def rank_ic_by_date(dates: np.ndarray | pd.Series, prediction: np.ndarray, realised: np.ndarray) -> pd.Series:
-    """Spearman IC per date (average ranks for ties); NaN where a date has < 3 names or no spread."""
-    frame = _finite_rows(dates, prediction, realised)
-    day = frame["date"].to_numpy()
-    ic, n, var_x, var_y, _, _ = _correlation_by_date(day, average_ranks_by_date(day, frame["p"].to_numpy()),
-                                                     average_ranks_by_date(day, frame["y"].to_numpy()))
+def _nondecreasing(values: np.ndarray) -> bool:
+    """True when `values` (dates or any ordered keys) never decrease; NaT/NaN make it False."""
+    if values.dtype.kind in "mM":
+        if np.isnat(values).any():
+            return False
+    elif values.dtype.kind == "f":
+        if np.isnan(values).any():
+            return False
+    elif values.dtype.kind not in "iub":
+        return False  # objects, strings: left to pandas' factorize
+    return bool((values[1:] >= values[:-1]).all())
+
+
+class LabelRanks:
+    """Per-date ranks of realised labels, computed once and found again by value.
+
+    Every algorithm (and every seed) of one evaluation is scored against the same labels on the same
+    days, so their ranks are the same: an entry is reused when its dates and labels equal the asked
+    ones element for element (equal values rank equally, so the ranks are the ones
+    average_ranks_by_date would return). Lives as long as one evaluation (evaluation.evaluate).
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def __call__(self, dates: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        dates, labels = np.asarray(dates), np.asarray(labels, float)
+        for known_dates, known_labels, ranks in self._entries:
+            if (len(known_dates) == len(dates) and known_dates.dtype == dates.dtype
+                    and np.array_equal(known_labels, labels) and np.array_equal(known_dates, dates)):
+                return ranks
+        ranks = average_ranks_by_date(dates, labels)
+        # copies: the caller's arrays may be views of frames that would otherwise stay alive
+        self._entries.append((dates.copy(), labels.copy(), ranks))
+        return ranks
+
+
+def rank_ic_by_date(dates: np.ndarray | pd.Series, prediction: np.ndarray, realised: np.ndarray,
+                    label_ranks: LabelRanks | None = None) -> pd.Series:
+    """Spearman IC per date (average ranks for ties); NaN where a date has < 3 names or no spread.
+
+    `label_ranks`: a LabelRanks shared by the calls that score the same realised values."""
+    day, p, y = _finite_rows(dates, prediction, realised)
+    realised_ranks = (label_ranks or average_ranks_by_date)(day, y)
+    ic, n, var_x, var_y, _, _ = _correlation_by_date(day, average_ranks_by_date(day, p), realised_ranks)
     ic[(n < 3) | (var_x <= 1e-12) | (var_y <= 1e-12)] = np.nan
     return ic.rename("rank_ic")
 
 
 def pearson_ic_by_date(dates: np.ndarray | pd.Series, prediction: np.ndarray, realised: np.ndarray) -> pd.Series:
     """Pearson IC per date; NaN where a date has < 3 names or no spread (relative to the values' scale)."""
-    frame = _finite_rows(dates, prediction, realised)
-    ic, n, var_x, var_y, mean_xx, mean_yy = _correlation_by_date(frame["date"].to_numpy(), frame["p"].to_numpy(),
-                                                                 frame["y"].to_numpy())
+    ic, n, var_x, var_y, mean_xx, mean_yy = _correlation_by_date(*_finite_rows(dates, prediction, realised))
     scale_x = mean_xx.clip(lower=1e-300)
     scale_y = mean_yy.clip(lower=1e-300)
     ic[(n < 3) | (var_x <= 1e-12 * scale_x * n) | (var_y <= 1e-12 * scale_y * n)] = np.nan
@@ -142,11 +209,12 @@ def hac_mean_stats(values: np.ndarray, lags: int) -> dict[str, float]:
             "effective_dates": float(n * gamma0 / long_run), "min_detectable": 2.0 * se}
 
 
-def daily_signal_metrics(daily: pd.DataFrame, horizon_days: int) -> dict[str, float]:
+def daily_signal_metrics(daily: pd.DataFrame, horizon_days: int, label_ranks: LabelRanks | None = None) -> dict[str, float]:
     """Daily-sampled IC statistics (Qlib's IC / ICIR / Rank IC / Rank ICIR, plus the HAC t of rank IC).
 
     `daily` has date, prediction and label for every out-of-sample trading day; rows with unknown labels
     are ignored. HAC lags = horizon_days (the label overlap of neighbouring days is horizon - 1).
+    `label_ranks`: shared by the algorithms/seeds scored on the same labels (ranked once).
     """
     nan = float("nan")
     known = daily[np.isfinite(daily["label"])] if len(daily) else daily
@@ -154,7 +222,8 @@ def daily_signal_metrics(daily: pd.DataFrame, horizon_days: int) -> dict[str, fl
         return {"rank_ic_mean": nan, "rank_icir": nan, "pearson_ic_mean": nan, "pearson_icir": nan,
                 "ic_hac_tstat": nan, "ic_hac_lags": int(horizon_days), "ic_dates": 0, "effective_dates": nan,
                 "min_detectable_ic": nan}
-    rank = rank_ic_by_date(known["date"].to_numpy(), known["prediction"].to_numpy(), known["label"].to_numpy()).dropna()
+    rank = rank_ic_by_date(known["date"].to_numpy(), known["prediction"].to_numpy(), known["label"].to_numpy(),
+                           label_ranks).dropna()
     pearson = pearson_ic_by_date(known["date"].to_numpy(), known["prediction"].to_numpy(), known["label"].to_numpy()).dropna()
 
     def ir(series: pd.Series) -> float:
@@ -175,7 +244,8 @@ def daily_signal_metrics(daily: pd.DataFrame, horizon_days: int) -> dict[str, fl
     }
 
 
-def signal_metrics(predictions: pd.DataFrame, horizon_days: int, rebalance_every_days: int, top_n: int) -> dict[str, float]:
+def signal_metrics(predictions: pd.DataFrame, horizon_days: int, rebalance_every_days: int, top_n: int,
+                   label_ranks: LabelRanks | None = None) -> dict[str, float]:
     """IC statistics, hit rate, out-of-sample R^2 and the top-minus-bottom spread.
 
     `predictions` has date, prediction, label (forward return minus the date's universe mean) and
@@ -188,7 +258,7 @@ def signal_metrics(predictions: pd.DataFrame, horizon_days: int, rebalance_every
       annualised by the number of periods a year.
     """
     known = predictions[np.isfinite(predictions["label"])]
-    ic = rank_ic_by_date(known["date"].to_numpy(), known["prediction"].to_numpy(), known["label"].to_numpy())
+    ic = rank_ic_by_date(known["date"].to_numpy(), known["prediction"].to_numpy(), known["label"].to_numpy(), label_ranks)
     step = max(1, math.ceil(horizon_days / rebalance_every_days))
     independent = ic.iloc[::step].dropna()
     valid = ic.dropna()

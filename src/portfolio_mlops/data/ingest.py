@@ -75,7 +75,7 @@ def write_panel(panel: Panel, report: QualityReport, out_dir: str | Path) -> Pat
     out.mkdir(parents=True, exist_ok=True)
     # The manifest marks a complete, consistent folder: withdraw it before touching anything else.
     (out / "manifest.json").unlink(missing_ok=True)
-    atomic.write_parquet(out / "prices.parquet", panel.prices)
+    atomic.write_parquet(out / "prices.parquet", panel.prices, split_floats=True)
     bench_path = out / "benchmark.parquet"
     if panel.benchmark is not None:
         atomic.write_parquet(bench_path, panel.benchmark.rename_axis("date").reset_index())
