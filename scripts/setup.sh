@@ -19,6 +19,11 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+# Bytecode for our own sources, as pip writes it for every installed wheel: an editable install leaves it
+# to the first import, which never writes it where PYTHONDONTWRITEBYTECODE is set (these machines). Every
+# pipeline step is a fresh process that would otherwise recompile the package (~2 s of a kfp.local run).
+# A stale .pyc is never used: Python checks it against the source's mtime.
+.venv/bin/python -m compileall -q src components pipelines charts >/dev/null
 # The protos of the pinned KFP backend (k8s/versions.env), for tests/test_kfp_backend_protos.py: the
 # kfp-pipeline-spec/kfp-kubernetes wheels of that release into .cache/kfp-backend-protos/<version>
 # (skipped when present). Not the SDK's own: the backend may be older than the SDK we compile with.
