@@ -49,22 +49,13 @@ RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh deps featur
 FROM deps AS deps-train
 RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh deps train --kfp-executor
 
-# MLflow's client side without what only Databricks and Google Cloud use: google-auth (and with it pyasn1*,
-# cryptography, cffi) is loaded by databricks.sdk's credential providers, which MLflow imports only for
-# databricks:// URIs or inside Databricks; GitPython serves the git-commit tag of runs started from a
-# checkout (MLflow skips it when git is missing). The databricks-sdk package itself stays: `import mlflow`
-# asks importlib for `databricks.agents`, which needs the `databricks` package to exist. Neither dropped
-# part is imported on our path (an http:// tracking server, models:/ URIs); the DockerRunner pipeline run
-# and the cluster harness run these images end to end.
+# promote and serving log to and load from MLflow: --mlflow-client leaves out what only Databricks, Google
+# Cloud and git checkouts use (scripts/image-venv.sh says what and why).
 FROM deps AS deps-promote
-RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh deps promote --kfp-executor \
-    --drop google-auth --drop pyasn1-modules --drop pyasn1 --drop cryptography \
-    --drop cffi --drop pycparser --drop gitpython --drop gitdb --drop smmap
+RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh deps promote --kfp-executor --mlflow-client
 
 FROM deps AS deps-serving
-RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh deps serving \
-    --drop google-auth --drop pyasn1-modules --drop pyasn1 --drop cryptography \
-    --drop cffi --drop pycparser --drop gitpython --drop gitdb --drop smmap
+RUN --mount=type=cache,target=/var/cache/pip sh /build/image-venv.sh deps serving --mlflow-client
 
 FROM deps-ingest AS venv-ingest
 COPY --from=wheel /wheels /wheels

@@ -11,6 +11,7 @@
 #       a new venv with these packages only (the MLflow server), cleaned up.
 #
 #   --kfp-executor  + kfp without its dependencies (what a step's container runs)
+#   --mlflow-client MLflow's client side without what only Databricks, Google Cloud and git use (below)
 #   --drop PKG      uninstall a dependency the image never imports (repeatable)
 #
 # Everything is pinned by /build/constraints.txt.
@@ -25,6 +26,15 @@ DROP=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --kfp-executor) KFP_EXECUTOR=1; shift ;;
+        # google-auth (and with it pyasn1*, cryptography, cffi) is loaded by databricks.sdk's credential
+        # providers, which MLflow imports only for databricks:// URIs or inside Databricks; GitPython serves
+        # the git-commit tag of runs started from a checkout (MLflow skips it when git is missing). The
+        # databricks-sdk package itself stays: `import mlflow` asks importlib for `databricks.agents`, which
+        # needs the `databricks` package to exist. Neither dropped part is imported on our path (an http://
+        # tracking server, models:/ URIs); the DockerRunner pipeline run and the cluster harness run the
+        # images that use this end to end.
+        --mlflow-client) DROP="$DROP google-auth pyasn1-modules pyasn1 cryptography cffi pycparser gitpython gitdb smmap"
+                         shift ;;
         --drop) DROP="$DROP $2"; shift 2 ;;
         --*) echo "image-venv.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
