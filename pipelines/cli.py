@@ -117,15 +117,8 @@ def fan_out_order(cfg: Any) -> list[str]:
 
 def run_kfp(args: argparse.Namespace, cfg: Any, _progress: Any = None) -> int:
     """`run --engine kfp`; args.output is the run's partial folder (portfolio_mlops.commands.run.in_session)."""
-    import importlib
-    import threading
-
-    import portfolio_mlops_kfp.pipelines.training  # noqa: F401 - kfp and the pipeline, before the thread below
+    from portfolio_mlops.summary_table import summary_table
     from portfolio_mlops_kfp.pipelines.local import run_local
-
-    # The summary table's module loads matplotlib (~0.4 s), needed only after the last step: it loads while
-    # the steps run (this process only waits for them then), not before the first one.
-    threading.Thread(target=importlib.import_module, args=("portfolio_mlops.report",), daemon=True).start()
 
     # --no-tracking / --no-promote are in cfg.tracking, which reaches the promote step in config_yaml.
     report_dir = getattr(args, "report_dir", Path(args.output).resolve())
@@ -137,8 +130,6 @@ def run_kfp(args: argparse.Namespace, cfg: Any, _progress: Any = None) -> int:
     checked = getattr(args, "checked_record", None)
     result = run_local(pipeline_parameters(cfg), args.output, verbose=args.verbose, progress=not args.quiet,
                        step_env={CHECKED_ENV: checked} if checked else None)
-    from portfolio_mlops.report import summary_table  # waits for the import above if it is still running
-
     summary = json.loads((Path(args.output) / "summary.json").read_text(encoding="utf-8"))
     print(summary_table(summary))
     if summary.get("mlflow"):

@@ -22,6 +22,7 @@ from portfolio_mlops.data.ingest import Panel, build_panel, load_panel, write_pa
 from portfolio_mlops.features import FeatureSet, build_features, to_grid
 from portfolio_mlops.outputs import current_run_id, new_run_id
 from portfolio_mlops.progress import Progress, null_progress
+from portfolio_mlops.summary_table import summary_table
 
 # evaluation and walk_forward load scikit-learn, report loads matplotlib: imported where used, so a
 # pipeline step that only saves or loads artifacts (features) loads neither (issue 13).
@@ -30,15 +31,6 @@ if TYPE_CHECKING:
     from portfolio_mlops.promotion import Decision
     from portfolio_mlops.tracking import TrackedRun
     from portfolio_mlops.walk_forward import WalkForwardResult
-
-
-def __getattr__(name: str) -> Any:
-    """`runner.summary_table` stays importable without loading matplotlib with this module."""
-    if name == "summary_table":
-        from portfolio_mlops.report import summary_table
-
-        return summary_table
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
