@@ -11,31 +11,42 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, TextIO
 
 from portfolio_mlops.algorithms import ALGORITHMS
+from portfolio_mlops_kfp.pipelines.step_server import StepServer, kfp_launch, preload_modules
 # pid and host of the CLI that owns a work folder in its OWNER_MARKER; the next run removes it if dead
 from portfolio_mlops.session import KFP_WORK_PREFIX as WORK_PREFIX, OWNER_MARKER  # noqa: E402
+
+
+_server: Optional[StepServer] = None  # the run's step server (run_local), if it has one
 
 
 def run_step_process(full_command: List[str], env_vars: Optional[Dict[str, str]] = None) -> int:
     """Stands in for kfp.local.subprocess_task_handler.run_local_subprocess (same output, same result).
 
-    Each step runs under portfolio_mlops/step_guard.py in its own process group: the guard dies with
-    this process even on SIGKILL (parent-death signal) and takes the step with it, and a SIGINT or
-    SIGTERM here stops every step group at once (interrupts.stop_steps). After an interrupt this
-    raises `Interrupted` instead of returning a failure, so kfp.local's retry loop (which retries only
-    a step that returned a failure, after a sleep) never starts another attempt.
+    A step of our lightweight Python components is forked by the run's step server (step_server.py:
+    its libraries are imported once per run, not once per step); any other command runs under
+    portfolio_mlops/step_guard.py. Either way each step is its own process group that dies with this
+    process even on SIGKILL (parent-death signals), and a SIGINT or SIGTERM here stops every step
+    group at once (interrupts.stop_steps). After an interrupt this raises `Interrupted` instead of
+    returning a failure, so kfp.local's retry loop (which retries only a step that returned a failure,
+    after a sleep) never starts another attempt.
     """
     from portfolio_mlops import interrupts, step_guard
 
     interrupts.raise_if_interrupted("before a pipeline step")
     env = {**os.environ, **(env_vars or {})}
-    guarded = [sys.executable, step_guard.__file__, str(os.getpid()), "--", *full_command]
-    with subprocess.Popen(guarded, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env,
-                          start_new_session=True) as process:
+    launch = kfp_launch(full_command) if _server is not None else None
+    if launch:
+        process: Any = _server.start(*launch, env=env, cwd=os.getcwd())
+    else:
+        guarded = [sys.executable, step_guard.__file__, str(os.getpid()), "--", *full_command]
+        process = subprocess.Popen(guarded, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                   env=env, start_new_session=True)
+    with process:
         flag = "--function_to_execute"  # the component's name, for the interrupt line
         step = full_command[full_command.index(flag) + 1] if flag in full_command else ""
         interrupts.register_step(process.pid, step)  # its session id is its pid: the group to signal
@@ -165,6 +176,26 @@ def console_to_log(log_path: Path, verbose: bool = False, progress: bool = True)
                 console._line(ANSI.sub("", console.pending))
 
 
+# What the steps import later, inside the functions they call (tests/step_imports.RUNTIME): walk-forward
+# training (scikit-learn), tracking and registration (MLflow, skops).
+LATER_IMPORTS = ["portfolio_mlops.walk_forward", "sklearn.ensemble", "portfolio_mlops.tracking",
+                 "portfolio_mlops.promotion", "mlflow", "skops.io"]
+
+
+@contextmanager
+def step_server(log_path: Path, functions) -> Iterator[None]:
+    """A step server (step_server.py) for the block's steps, preloading what `functions` import."""
+    global _server
+    _server = StepServer(preload_modules(functions) + LATER_IMPORTS, log_path, dict(os.environ))
+    try:
+        yield
+    finally:
+        server, _server = _server, None
+        server.close()
+        if log_path.exists():  # its own lines ("preloaded ..."; a module it could not import) go to the run's log
+            print(log_path.read_text(encoding="utf-8", errors="replace").rstrip(), file=sys.stderr)
+
+
 @contextmanager
 def local_session(pipeline_root: str | Path, runner: Any = None) -> Iterator[None]:
     """kfp.local.init with a clean exit.
@@ -196,7 +227,7 @@ def run_local(params: dict[str, Any], output_dir: str | Path, work_dir: str | Pa
     `step_env`: variables the step processes get (set in this process's environment for the run).
     """
     from portfolio_mlops.session import clean_stale_folders, owner_marker
-    from portfolio_mlops_kfp.pipelines.training import training_pipeline
+    from portfolio_mlops_kfp.pipelines import training
 
     clean_stale_folders(tempfile.gettempdir(), WORK_PREFIX, OWNER_MARKER)  # what a killed run left
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
@@ -211,9 +242,13 @@ def run_local(params: dict[str, Any], output_dir: str | Path, work_dir: str | Pa
     destination = Path(output_dir)
     try:
         try:
+            steps = [training.configure, training.ingest, training.features, training.train, training.promote]
+            # Containers (a DockerRunner) start from their images: a step server only forks processes here.
+            served = step_server(work / "step-server.log", [step.python_func for step in steps]) if runner is None \
+                else nullcontext()
             with console_to_log(log_path, verbose, progress) as console, local_session(work / "pipeline_root", runner), \
-                    guarded_steps():
-                outputs = training_pipeline(**params)
+                    guarded_steps(), served:
+                outputs = training.training_pipeline(**params)
         except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
             if "finished with status FAILURE" not in ANSI.sub("", str(exc)):
                 raise

@@ -89,16 +89,23 @@ class Workspace:
 
 
 def step_processes(owner_pid: int, function: str | None = None) -> list[int]:
-    """Pids of the step guards (one process group per pipeline step) started by the CLI `owner_pid`."""
+    """Pids of the step processes (one process group per pipeline step) started by the CLI `owner_pid`:
+    the children the run's step server forked (named `step-<function>`, pipelines/step_server.py), or
+    step guards (any other command, portfolio_mlops/step_guard.py)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            name = (entry / "comm").read_text().strip()
         except OSError:
             continue
-        if len(argv) > 3 and argv[1].endswith(b"step_guard.py") and argv[2] == str(owner_pid).encode():
+        owner = str(owner_pid).encode()
+        if len(argv) > 4 and argv[1:3] == [b"-m", b"portfolio_mlops_kfp.pipelines.step_server"] and argv[3] == owner:
+            if name.startswith("step-") and (function is None or name == f"step-{function}"[:15]):
+                found.append(int(entry.name))
+        elif len(argv) > 3 and argv[1].endswith(b"step_guard.py") and argv[2] == owner:
             if function is None or b"--function_to_execute " + function.encode() in b" ".join(argv):
                 found.append(int(entry.name))
     return found
