@@ -8,7 +8,8 @@ from portfolio_mlops.config import FeatureConfig, LabelConfig, ModelSpec, WalkFo
 from portfolio_mlops.errors import InsufficientDataError
 from portfolio_mlops.features import build_features
 from portfolio_mlops.models import make_estimator
-from portfolio_mlops.walk_forward import _Trainer, rebalance_schedule, sampled_training_dates, walk_forward_predictions
+from portfolio_mlops.walk_forward import (SharedSums, _Trainer, rebalance_schedule, sampled_training_dates,
+                                          walk_forward_predictions)
 from synthetic import random_walk_panel
 
 LABELS = LabelConfig(horizon_days=10, execution_lag_days=1)
@@ -243,18 +244,18 @@ def test_the_feature_grid_spans_every_labelled_row_up_to_its_date_not_only_the_s
 
 
 def test_linear_models_of_one_feature_set_give_the_same_fits_whichever_ran_first(features):
-    import portfolio_mlops.walk_forward as walk_forward_module
-
     lasso = ModelSpec(algorithm="lasso", params={"alpha": 1e-5})
-    walk_forward_module._moments_cache = None
     alone = walk_forward_predictions(features, lasso, WALK, LABELS)
-    walk_forward_predictions(features, ModelSpec(algorithm="ridge"), WALK, LABELS)
-    after_ridge = walk_forward_predictions(features, lasso, WALK, LABELS)
+    shared = SharedSums(features)
+    walk_forward_predictions(features, ModelSpec(algorithm="ridge"), WALK, LABELS, shared=shared)
+    assert shared.moments is not None  # ridge computed the sums ...
+    computed = shared.moments
+    after_ridge = walk_forward_predictions(features, lasso, WALK, LABELS, shared=shared)
+    assert shared.moments is computed  # ... and lasso reused them
     pd.testing.assert_frame_equal(alone.predictions, after_ridge.predictions, check_exact=True)
-    # another feature set is not served the first one's sums
+    # another feature set is not served the first one's sums, nor does it replace them
     other = build_features(random_walk_panel(n_tickers=30, n_days=700, seed=12), FeatureConfig(), LABELS)
-    walk_forward_module._moments_cache = None
     other_alone = walk_forward_predictions(other, lasso, WALK, LABELS)
-    walk_forward_predictions(features, lasso, WALK, LABELS)
-    pd.testing.assert_frame_equal(walk_forward_predictions(other, lasso, WALK, LABELS).predictions,
+    pd.testing.assert_frame_equal(walk_forward_predictions(other, lasso, WALK, LABELS, shared=shared).predictions,
                                   other_alone.predictions, check_exact=True)
+    assert shared.moments is computed

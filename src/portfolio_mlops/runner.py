@@ -51,11 +51,13 @@ def train_all(features: FeatureSet, cfg: RunConfig, progress: Progress = null_pr
     """Walk-forward per model; a seeded model (models.uses_seed) also with the run's other
     seeds (cfg.evaluation.seeds), kept in `other_seeds` for the mean +- std (its model is not kept)."""
     from portfolio_mlops.models import uses_seed
-    from portfolio_mlops.walk_forward import walk_forward_predictions
+    from portfolio_mlops.walk_forward import SharedSums, walk_forward_predictions
+
+    shared = SharedSums(features)  # the linear models' running moments: computed once, for all of them
 
     def fit(spec, seed: int, label: str):
         return walk_forward_predictions(features, spec, cfg.walk_forward, cfg.labels, seed=seed,
-                                        progress=progress.step(label), threads=cfg.threads)
+                                        progress=progress.step(label), threads=cfg.threads, shared=shared)
 
     results = {}
     for spec in cfg.models:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -114,30 +113,30 @@ def sampled_training_dates(n_dates: int, every: int, seed: int) -> np.ndarray:
     return positions % every == offsets[positions // every]
 
 
-# The running moments of the last FeatureSet a linear model was walked forward on: ridge, lasso and
-# elasticnet of one run read the same samples, so the second and third reuse the first's sums (the
-# same arrays, so the same fits bit for bit). One entry, dropped with its FeatureSet.
-_moments_cache: tuple[weakref.ref, tuple[str, ...], RunningMoments] | None = None
+class SharedSums:
+    """The running moments of one FeatureSet's training samples, for every linear model walked forward on
+    it: ridge, lasso and elasticnet of one run read the same samples, so the second and third reuse the
+    first's sums (the same arrays, so the same fits bit for bit). runner.train_all makes one per run and
+    passes it to each walk-forward; without one, each walk-forward computes its own."""
+
+    def __init__(self, features: FeatureSet):
+        self.features = features
+        self.moments: RunningMoments | None = None
+
+    def moments_for(self, features: FeatureSet) -> RunningMoments | None:
+        return self.moments if features is self.features else None
 
 
 def _running_moments(features: FeatureSet, x: np.ndarray | None, y: np.ndarray | None,
-                     pos: np.ndarray | None) -> RunningMoments:
-    global _moments_cache
-    if _moments_cache is not None:
-        owner, names, moments = _moments_cache
-        if owner() is features and names == features.feature_names:
-            return moments
+                     pos: np.ndarray | None, shared: SharedSums | None) -> RunningMoments:
+    if shared is not None and (moments := shared.moments_for(features)) is not None:
+        return moments
     if x is None:
         x, y, pos = _training_rows(features, None)
     moments = RunningMoments(x, y, pos, len(features.dates))
-    _moments_cache = (weakref.ref(features, _forget_moments), features.feature_names, moments)
+    if shared is not None and shared.features is features:
+        shared.moments = moments
     return moments
-
-
-def _forget_moments(owner: weakref.ref) -> None:
-    global _moments_cache
-    if _moments_cache is not None and _moments_cache[0] is owner:
-        _moments_cache = None
 
 
 def _training_rows(features: FeatureSet, sampled: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,7 +154,7 @@ def _training_rows(features: FeatureSet, sampled: np.ndarray | None) -> tuple[np
 class _Trainer:
     """Fits one algorithm on a window of sample dates; linear models via running moments."""
 
-    def __init__(self, features: FeatureSet, spec: ModelSpec, seed: int):
+    def __init__(self, features: FeatureSet, spec: ModelSpec, seed: int, shared: SharedSums | None = None):
         self.features = features
         self.spec, self.seed, self.names = spec, seed, features.feature_names
         self.linear = spec.algorithm in LINEAR_ALGORITHMS
@@ -169,7 +168,7 @@ class _Trainer:
         self.rows_sampled = self.sampled is not None and not spec.search
         if not (self.linear and not spec.search):
             self.x, self.y, self.pos = _training_rows(features, self.sampled if self.rows_sampled else None)
-        self.moments = _running_moments(features, self.x, self.y, self.pos) if self.linear else None
+        self.moments = _running_moments(features, self.x, self.y, self.pos, shared) if self.linear else None
         self.grid: tuple[np.ndarray, np.ndarray] | None = None  # (lo, step) per feature: fix_training_grid
 
     def fix_training_grid(self, last_date: int, levels: int = TRAINING_GRID_LEVELS) -> None:
@@ -256,17 +255,19 @@ def walk_forward_predictions(
     seed: int = 0,
     progress: Progress = _silent,
     threads: int = 1,
+    shared: SharedSums | None = None,
 ) -> WalkForwardResult:
-    """Out-of-sample predictions for every rebalance date (see the module docstring for timing)."""
+    """Out-of-sample predictions for every rebalance date (see the module docstring for timing).
+    `shared`: the linear models' sums of this feature set, if another walk-forward may reuse them."""
     with threadpool_limits(limits=threads):
-        return _walk_forward(features, spec, walk_forward, labels, seed, progress)
+        return _walk_forward(features, spec, walk_forward, labels, seed, progress, shared)
 
 
 def _walk_forward(features: FeatureSet, spec: ModelSpec, walk_forward: WalkForwardConfig, labels: LabelConfig,
-                  seed: int, progress: Progress) -> WalkForwardResult:
+                  seed: int, progress: Progress, shared: SharedSums | None) -> WalkForwardResult:
     started = time.perf_counter()
     schedule = model_schedule(rebalance_schedule(features, walk_forward, labels), spec)
-    trainer = _Trainer(features, spec, seed)
+    trainer = _Trainer(features, spec, seed, shared)
     trainer.fix_training_grid(int(schedule.refit_pos[0]) - schedule.purge_gap)
     frame = features.frame
     # int64, as the positions looked up: searchsorted casts an int32 haystack to the needle's type, a copy
