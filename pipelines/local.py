@@ -39,7 +39,7 @@ def run_step_process(full_command: List[str], env_vars: Optional[Dict[str, str]]
 
     interrupts.raise_if_interrupted("before a pipeline step")
     env = {**os.environ, **(env_vars or {})}
-    launch = kfp_launch(full_command) if _server is not None else None
+    launch = kfp_launch(full_command) if _server is not None and _server.serves(env) else None
     if launch:
         process: Any = _server.start(*launch, env=env, cwd=os.getcwd())
     else:

@@ -25,10 +25,12 @@ atexit handlers run) without returning into the server's loop.
 
 Protocol (one socket pair per run, created by the CLI; the server inherits its end):
 the CLI sends one byte with two descriptors per step - its end of a per-step socket pair and the write
-end of the step's output pipe. The server forks; the child reads the request (JSON, length-prefixed)
-from the step socket; the server writes `pid N` to it at once and `exit CODE` when it has reaped the
-child. When the CLI's control end closes (the run ended, or the CLI died) the server kills what is
-left and exits.
+end of the step's output pipe. The server forks; the child, once it is its own process group with its
+signal handlers set, writes `pid N` to the step socket and reads the request (JSON, length-prefixed);
+the server writes `exit CODE` when it has reaped the child (or `error ERRNO` if it could not fork).
+When the CLI's control end closes (the run ended, or the CLI died) the server kills what is left and
+exits. A step whose environment differs from the server's in what libraries read when they load
+(IMPORT_TIME_PREFIXES: thread pools, allocators) is not forked but run fresh, under step_guard.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ from typing import Any, Optional
 EXECUTOR = "kfp.dsl.executor_main"
 PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15
 _LENGTH = struct.Struct("!I")
+# Environment variables read once, when a library or the interpreter loads: a step whose values differ
+# from the server's cannot be forked from it (StepServer.serves).
+IMPORT_TIME_PREFIXES = ("OMP_", "GOMP_", "KMP_", "OPENBLAS_", "MKL_", "BLIS_", "VECLIB_", "NUMEXPR_", "MALLOC_",
+                        "LD_", "PYTHON", "ARROW_", "JE_", "SKLEARN_", "MPL")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 # --- what kfp.local runs, and what the steps import ---------------------------------------------------
@@ -94,36 +101,43 @@ class StepServer:
         self._control, server_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._lock = threading.Lock()
         self.log_path = log_path
+        self.env = {**env, "_KFP_RUNTIME": "true"}  # kfp.dsl imported as in a step (its runtime subset)
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(os.getpid()), str(server_end.fileno()), *preload],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**env, "_KFP_RUNTIME": "true"}, pass_fds=(server_end.fileno(),),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env, pass_fds=(server_end.fileno(),),
                 start_new_session=True)
         server_end.close()
 
+    def serves(self, env: dict[str, str]) -> bool:
+        """Whether a step with this environment can be forked: the server runs, and every variable that
+        libraries read once, when they load (thread pools, allocators, the interpreter's own), has the
+        value the server loaded them with. Otherwise the step needs a fresh process (step_guard)."""
+        def loaded_at_start(values: dict[str, str]) -> dict[str, str]:
+            return {k: v for k, v in values.items() if k.startswith(IMPORT_TIME_PREFIXES)}
+        return self.process.poll() is None and loaded_at_start(env) == loaded_at_start(self.env)
+
     def start(self, source: str, arguments: list[str], env: dict[str, str], cwd: str) -> "ServedStep":
-        """Fork a step; returns once the server has sent the child's pid."""
+        """Fork a step; returns once the step has sent its pid (from inside its own process group)."""
+        request = json.dumps({"source": source, "arguments": arguments, "env": env, "cwd": cwd}).encode()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         read_end, write_end = os.pipe()
+        step = ServedStep(mine, os.fdopen(read_end, "r", encoding="utf-8", errors="replace"), self.log_path)
         try:
-            with self._lock:
-                socket.send_fds(self._control, [b"s"], [theirs.fileno(), write_end])
-            request = json.dumps({"source": source, "arguments": arguments, "env": env, "cwd": cwd}).encode()
+            try:
+                with self._lock:
+                    socket.send_fds(self._control, [b"s"], [theirs.fileno(), write_end])
+            finally:
+                theirs.close()
+                os.close(write_end)
             mine.sendall(_LENGTH.pack(len(request)) + request)
-        except OSError as exc:
-            for fd in (read_end,):
-                os.close(fd)
-            mine.close()
-            raise StepServerError(f"the step server did not take the step ({exc}); see {self.log_path}") from exc
-        finally:
-            theirs.close()
-            os.close(write_end)
-        step = ServedStep(mine, os.fdopen(read_end, "r", encoding="utf-8", errors="replace"))
-        step.pid = step._read_number("pid", self.log_path)
+            step.pid = step.read_line("pid")
+        except BaseException as exc:
+            step.abandon()
+            if isinstance(exc, OSError):
+                raise StepServerError(f"the step server did not take the step ({exc}); see {self.log_path}") from exc
+            raise
         return step
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
 
     def close(self) -> None:
         """End the server (it kills any step still running when its control socket closes)."""
@@ -143,37 +157,51 @@ class ServedStep:
     """A forked step, like a subprocess.Popen: `pid` (also its process group), `stdout` (text, stdout and
     stderr merged), `wait()` -> exit status (128 + N if killed by signal N)."""
 
-    def __init__(self, sock: socket.socket, stdout):
-        self._sock, self.stdout, self.pid = sock, stdout, 0
+    def __init__(self, sock: socket.socket, stdout, log_path: Path):
+        self._sock, self.stdout, self.pid, self.log_path = sock, stdout, 0, log_path
         self._buffer = b""
         self.returncode: Optional[int] = None
+        self._error: Optional[StepServerError] = None
 
-    def _read_number(self, word: str, log_path: Path) -> int:
+    def read_line(self, word: str) -> int:
         while b"\n" not in self._buffer:
             chunk = self._sock.recv(64)
             if not chunk:
-                raise StepServerError(f"the step server ended without the step's {word}; see {log_path}")
+                raise StepServerError(f"the step server ended without the step's {word}; see {self.log_path}")
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         key, _, value = line.decode().partition(" ")
         if key != word:
-            raise StepServerError(f"the step server sent {line!r}, expected the step's {word}; see {log_path}")
+            raise StepServerError(f"the step server sent {line.decode()!r} for the step's {word}; see {self.log_path}")
         return int(value)
 
     def wait(self) -> int:
+        if self._error is not None:
+            raise self._error
         if self.returncode is None:
             try:
-                self.returncode = self._read_number("exit", Path("the step server's log"))
+                self.returncode = self.read_line("exit")
+            except (StepServerError, OSError) as exc:
+                self._error = exc if isinstance(exc, StepServerError) else StepServerError(str(exc))
+                raise self._error from None
             finally:
                 self._sock.close()
         return self.returncode
 
+    def abandon(self) -> None:
+        self.stdout.close()
+        self._sock.close()
+
     def __enter__(self) -> "ServedStep":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.stdout.close()
-        self.wait()
+        try:
+            self.wait()
+        except StepServerError:
+            if exc_type is None:  # otherwise the error being raised already says what went wrong
+                raise
 
 
 # --- the server -----------------------------------------------------------------------------------------
@@ -193,6 +221,7 @@ def serve(owner: int, control_fd: int, preload: list[str]) -> int:
     control = socket.socket(fileno=control_fd)
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # the CLI died (even by SIGKILL): stop, see the handler
     children: dict[int, tuple[int, socket.socket]] = {}  # pid -> (pidfd, step socket)
+    started_with = dict(os.environ)
 
     def stop(signum=None, frame=None) -> None:  # noqa: ARG001
         for pid in children:
@@ -202,7 +231,7 @@ def serve(owner: int, control_fd: int, preload: list[str]) -> int:
                 pass
         os._exit(0)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
     if os.getppid() != owner:  # the CLI died before the death signal was armed
         return 0
@@ -218,12 +247,10 @@ def serve(owner: int, control_fd: int, preload: list[str]) -> int:
                 message, fds, _, _ = socket.recv_fds(control, 1, 2)
                 if not message:  # the CLI closed its end: the run is over
                     stop()
-                pid = _fork_step(control, children, *fds)
-                os.close(fds[1])
-                pidfd = os.pidfd_open(pid)
-                children[pid] = (pidfd, socket.socket(fileno=fds[0]))
-                children[pid][1].sendall(f"pid {pid}\n".encode())
-                poller.register(pidfd, select.POLLIN)
+                # what the imports added to the environment (scikit-learn sets KMP_* variables): a step
+                # that imports them itself has them too
+                added = {k: v for k, v in os.environ.items() if k not in started_with}
+                _start_step(control, children, poller, fds, added)
             else:
                 pid = next(p for p, (pidfd, _) in children.items() if pidfd == fd)
                 pidfd, sock = children.pop(pid)
@@ -231,10 +258,7 @@ def serve(owner: int, control_fd: int, preload: list[str]) -> int:
                 os.close(pidfd)
                 _, status = os.waitpid(pid, 0)
                 code = os.waitstatus_to_exitcode(status)
-                try:
-                    sock.sendall(f"exit {code if code >= 0 else 128 - code}\n".encode())
-                except OSError:  # the CLI stopped listening (it is going away)
-                    pass
+                _send(sock, f"exit {code if code >= 0 else 128 - code}")
                 sock.close()
         if pending:
             module = pending.pop(0)
@@ -248,41 +272,83 @@ def serve(owner: int, control_fd: int, preload: list[str]) -> int:
                       f"({len(sys.modules)} loaded, {threads} thread(s))", file=sys.stderr, flush=True)
 
 
-def _fork_step(control: socket.socket, children: dict[int, tuple[int, socket.socket]], step_fd: int,
-               output_fd: int) -> int:
+def _send(sock: socket.socket, line: str) -> None:
+    try:
+        sock.sendall(f"{line}\n".encode())
+    except OSError:  # the CLI stopped listening for this step (it is going away): nothing to tell
+        pass
+
+
+def _start_step(control: socket.socket, children: dict[int, tuple[int, socket.socket]], poller, fds: list[int],
+                added: dict[str, str]) -> None:
+    """Fork one step. A request that cannot be served is answered with an error line and costs no
+    other step anything (the server and the steps it runs carry on)."""
+    if len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        print(f"step server: a request came with {len(fds)} descriptors, not 2", file=sys.stderr, flush=True)
+        return
+    step_fd, output_fd = fds
+    sock = socket.socket(fileno=step_fd)
+    try:
+        pid = _fork_step(control, children, sock, output_fd, added)
+        children[pid] = (os.pidfd_open(pid), sock)
+        poller.register(children[pid][0], select.POLLIN)
+    except OSError as exc:  # fork or pidfd_open refused (EAGAIN, EMFILE, an old kernel)
+        print(f"step server: could not start a step: {exc!r}", file=sys.stderr, flush=True)
+        _send(sock, f"error {exc.errno or 0}")
+        sock.close()
+    finally:
+        os.close(output_fd)
+
+
+def _fork_step(control: socket.socket, children: dict[int, tuple[int, socket.socket]], sock: socket.socket,
+               output_fd: int, added: dict[str, str]) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     server = os.getpid()
-    pid = os.fork()
+    # A stop signal arriving between fork and the child's own handlers would run the server's handler in
+    # the child (killing the other steps): blocked across the fork, unblocked by each side once ready.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        raise
     if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         return pid
     code = 1
     try:
         os.setsid()
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, _kill_group)
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         if os.getppid() != server:
             _kill_group()
         control.close()
-        for pidfd, sock in children.values():  # the other steps' (their status is the server's to report)
+        for pidfd, other in children.values():  # the other steps' (their status is the server's to report)
             os.close(pidfd)
-            sock.close()
-        with socket.socket(fileno=step_fd) as sock:
-            request = _read_request(sock)
+            other.close()
+        # Only now, a process group of its own that a signal kills whole, is the step's pid given out.
+        sock.sendall(f"pid {os.getpid()}\n".encode())
+        request = _read_request(sock)
+        sock.close()
         os.dup2(output_fd, 1)
         os.dup2(output_fd, 2)
         os.close(output_fd)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
-        code = _run_step(request)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = _run_step(request, added)
+    except SystemExit as exc:  # as the interpreter: a number is the status, anything else is printed, 1
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
     except BaseException:  # noqa: BLE001 - as an uncaught exception in a fresh interpreter: traceback, 1
-        import traceback
-
-        traceback.print_exc()
+        sys.excepthook(*sys.exc_info())
     finally:
         _finish(code)
     return 0  # not reached
@@ -298,7 +364,7 @@ def _read_request(sock: socket.socket) -> dict[str, Any]:
     return json.loads(data[_LENGTH.size:])
 
 
-def _run_step(request: dict[str, Any]) -> int:
+def _run_step(request: dict[str, Any], added: dict[str, str]) -> int:
     """What kfp's `sh -ec` program does, in this process (see kfp_launch)."""
     import tempfile
 
@@ -307,7 +373,7 @@ def _run_step(request: dict[str, Any]) -> int:
     _prctl(PR_SET_NAME, f"step-{function}"[:15].encode())
     os.chdir(request["cwd"])
     os.environ.clear()
-    os.environ.update({**request["env"], "_KFP_RUNTIME": "true"})
+    os.environ.update({**added, **request["env"], "_KFP_RUNTIME": "true"})
     tempfile.tempdir = None  # re-read TMPDIR from the step's environment
     module = Path(tempfile.mkdtemp()) / "ephemeral_component.py"
     module.write_text(request["source"], encoding="utf-8")

@@ -111,6 +111,21 @@ def step_processes(owner_pid: int, function: str | None = None) -> list[int]:
     return found
 
 
+def step_servers(owner_pid: int) -> list[int]:
+    """Pids of the step servers (pipelines/step_server.py) of the CLI `owner_pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+            name = (entry / "comm").read_text().strip() if argv else ""
+        except OSError:
+            continue
+        if len(argv) > 4 and argv[1:3] == [b"-m", b"portfolio_mlops_kfp.pipelines.step_server"] \
+                and argv[3] == str(owner_pid).encode() and not name.startswith("step-"):
+            found.append(int(entry.name))
+    return found
+
+
 def group_alive(pgid: int) -> bool:
     """Whether a process of the group still runs (a zombie waiting to be reaped does not count)."""
     for entry in Path("/proc").iterdir():

@@ -9,6 +9,7 @@ signals are sent at set points found by watching the store (a RUNNING run) or /p
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import time
 
 import pytest
 
-from cli_runs import Workspace, group_alive, step_processes, wait_for, write_market
+from cli_runs import Workspace, group_alive, step_processes, step_servers, wait_for, write_market
 
 
 @pytest.fixture
@@ -81,17 +82,42 @@ def test_a_signal_during_training_with_the_kfp_engine_stops_every_step_without_r
     wait_for(lambda: not [pgid for pgid in steps if group_alive(pgid)], 2, "every step process to end")
 
 
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:  # it ended in between
+        pass
+
+
+def _promote_frozen_inside_its_mlflow_run(ws: Workspace, process) -> list[int]:
+    """SIGSTOP the promote step at a moment its MLflow run is open, so that the kill lands inside it: the
+    step keeps the run open for well under a second, and watching the store alone races its end.
+    Returns the step's process groups (stopped; SIGKILL still ends them)."""
+    def frozen() -> list[int]:
+        steps = step_processes(process.pid, "promote")
+        for pgid in steps:
+            _signal_group(pgid, signal.SIGSTOP)
+        if steps and ws.running():  # a run still RUNNING while the step cannot move: it is inside it
+            return steps
+        for pgid in steps:
+            _signal_group(pgid, signal.SIGCONT)
+        return []
+    return wait_for(frozen, 240, "the promote step inside an open MLflow run", process)
+
+
 def test_sigkill_of_the_cli_takes_its_steps_down_and_the_next_run_cleans_what_was_left(workspace):
     ws = workspace
     process = ws.start(ws.run_args("kfp", "ridge"))
-    wait_for(ws.running, 240, "the promote step to open an MLflow run", process)
-    steps = step_processes(process.pid)
-    assert steps, "the promote step runs under its guard"
+    steps = _promote_frozen_inside_its_mlflow_run(ws, process)
+    assert steps, "the promote step runs as its own process group"
+    servers = step_servers(process.pid)
+    assert servers, "the run forks its steps from a step server"
 
     process.kill()
     process.communicate(timeout=30)
 
     wait_for(lambda: not [pgid for pgid in steps if group_alive(pgid)], 5, "the step processes to die with the CLI")
+    wait_for(lambda: not step_servers(process.pid), 5, "the step server to die with the CLI")
     assert ws.running(), "the killed step left its MLflow run RUNNING (the next run must close it)"
     left = [p for p in ws.tmp.iterdir() if p.name.startswith("portfolio-mlops-kfp-")]
     assert left, "the killed CLI could not remove its kfp work folder (the next run must)"

@@ -22,7 +22,7 @@ from kfp.local import subprocess_task_handler
 
 from cli_runs import group_alive, wait_for
 from portfolio_mlops_kfp.pipelines import training
-from portfolio_mlops_kfp.pipelines.step_server import StepServer, kfp_launch, preload_modules
+from portfolio_mlops_kfp.pipelines.step_server import StepServer, StepServerError, kfp_launch, preload_modules
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -33,8 +33,11 @@ def probe(mode: str, out: dsl.Output[dsl.Dataset]):
     import sys
     import tempfile
 
+    import sklearn  # noqa: F401 - as a train step: it sets KMP_* variables when it loads
+
     seen = {"cwd": os.getcwd(), "tmp": tempfile.gettempdir(), "marker": os.environ.get("STEP_MARKER"),
-            "runtime": os.environ.get("_KFP_RUNTIME"), "argv0": sys.argv[0], "path0": sys.path[0]}
+            "runtime": os.environ.get("_KFP_RUNTIME"), "argv0": sys.argv[0], "path0": sys.path[0],
+            "kmp": os.environ.get("KMP_DUPLICATE_LIB_OK")}
     with open(out.path, "w") as handle:
         json.dump(seen, handle)
     print("probe says hello")
@@ -43,6 +46,10 @@ def probe(mode: str, out: dsl.Output[dsl.Dataset]):
     if mode == "exit2":
         print("probe: error (exit status 2): refused", file=sys.stderr)
         sys.exit(2)
+    if mode == "nap":
+        import time
+
+        time.sleep(1.5)
     if mode == "sleep":
         import subprocess
         import time
@@ -65,9 +72,18 @@ def launch(component, tmp_path: Path, **inputs) -> tuple[list[str], Path]:
     return command, out
 
 
-@pytest.fixture
-def server(tmp_path):
-    served = StepServer(preload_modules([probe.python_func]), tmp_path / "server.log", dict(os.environ))
+def run_preload() -> list[str]:
+    """What `portfolio-mlops run` preloads: the forks below come from a server holding what a real one
+    holds (pandas, pyarrow's allocator thread, scikit-learn and SciPy with their OpenBLAS pools, MLflow)."""
+    from portfolio_mlops_kfp.pipelines.local import LATER_IMPORTS
+
+    steps = [training.configure, training.ingest, training.features, training.train, training.promote]
+    return preload_modules([probe.python_func] + [step.python_func for step in steps]) + LATER_IMPORTS
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    served = StepServer(run_preload(), tmp_path_factory.mktemp("server") / "server.log", dict(os.environ))
     yield served
     served.close()
 
@@ -125,7 +141,7 @@ def test_a_served_step_does_what_kfps_own_command_does(server, tmp_path, mode, c
     # sys.path[0]: the folder kfp wrote the component to (`mktemp -d` / tempfile.mkdtemp in TMPDIR)
     assert Path(seen.pop("path0")).parent == Path(kfp_seen.pop("path0")).parent == tmp_path
     assert seen == kfp_seen == {"cwd": str(work), "tmp": str(tmp_path), "marker": "from-the-request",
-                                "runtime": "true", "argv0": kfp_seen["argv0"]}
+                                "runtime": "true", "argv0": kfp_seen["argv0"], "kmp": "True"}
     assert kfp_seen["argv0"].endswith("kfp/dsl/executor_main.py")
     assert "probe says hello" in output and "probe says hello" in kfp_output
     if mode == "raise":
@@ -213,3 +229,58 @@ def test_the_run_preloads_what_every_step_imports_later_too():
                           env={**os.environ, "_KFP_RUNTIME": "true"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]", f"imported later but not preloaded: {done.stdout}"
+
+
+def test_two_steps_at_once_each_get_their_own_stream_and_status_and_hold_nothing_of_the_other(server, tmp_path):
+    """The first ends while the second still runs: its stream must end then (a pipe end inherited by the
+    second would keep it open, and the CLI's reader would wait for the second)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    short, _ = launch(probe, tmp_path / "a", mode="nap")
+    long, _ = launch(probe, tmp_path / "b", mode="sleep")
+    first = server.start(*kfp_launch(short), env=dict(os.environ), cwd=str(tmp_path))
+    second = server.start(*kfp_launch(long), env=dict(os.environ), cwd=str(tmp_path))
+    try:
+        assert first.pid != second.pid
+        output = first.stdout.read()  # returns at the first step's end, not the second's
+        assert first.wait() == 0
+        assert "probe says hello" in output and "grandchild" not in output
+        assert group_alive(second.pid)
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.stdout.close()
+    assert second.wait() == 128 + signal.SIGKILL
+
+
+def test_a_step_whose_import_time_environment_differs_is_not_forked(server):
+    assert server.serves({**server.env, "STEP_MARKER": "anything", "TMPDIR": "/elsewhere"})
+    assert not server.serves({**server.env, "OMP_NUM_THREADS": "7"})
+    assert not server.serves({k: v for k, v in server.env.items() if not k.startswith("PYTHON")} | {"PYTHONHASHSEED": "1"})
+
+
+def test_when_the_server_dies_its_running_step_dies_and_the_cli_gets_an_error_not_a_hang(tmp_path):
+    command, _ = launch(probe, tmp_path, mode="sleep")
+    server = StepServer([], tmp_path / "server.log", dict(os.environ))
+    step = server.start(*kfp_launch(command), env=dict(os.environ), cwd=str(tmp_path))
+    assert step.stdout.readline()
+
+    server.process.kill()
+
+    with pytest.raises(StepServerError, match="ended without the step's exit"):
+        step.wait()
+    wait_for(lambda: not group_alive(step.pid), 5, "the step to die with its server")
+    step.stdout.close()
+    assert not server.serves(dict(os.environ))  # the next step runs fresh, under step_guard
+    server.close()
+
+
+def test_the_pid_a_step_gives_out_is_already_its_own_process_group(server, tmp_path):
+    """What interrupts.stop_steps relies on when a signal came while the step was being started: the
+    group it signals exists the moment the pid is known."""
+    command, _ = launch(probe, tmp_path, mode="sleep")
+    step = server.start(*kfp_launch(command), env=dict(os.environ), cwd=str(tmp_path))
+
+    os.killpg(step.pid, signal.SIGTERM)  # at once: no ProcessLookupError
+
+    step.stdout.close()
+    assert step.wait() == 128 + signal.SIGKILL
