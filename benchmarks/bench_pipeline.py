@@ -11,14 +11,16 @@ is measured on a pipeline of no-op components of the same shape (1 + 1 + 1 + N p
 it is kfp.local's orchestration, process start and artifact handling without our work. Like ours, they
 are built with install_kfp_package=False: with kfp's default every task first runs `pip install kfp`
 (~0.4 s even when it is installed), which our steps never do. "imports per
-step" is what each step's process spends loading the executor, the component and the modules its body
-imports before it does any work (tests/step_imports.py, the probe the per-step import tests use).
+step" is what a fresh step process spends loading the executor, the component and the modules its body
+imports before it does any work (tests/step_imports.py, the probe the per-step import tests use): what
+kfp's own launch pays at every step, and what the run's step server (pipelines/step_server.py) pays once.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -37,14 +39,20 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed_run(engine: str, extra: list[str]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the whole process tree) of one run."""
+PRELOADED = re.compile(r"step server: preloaded \d+ modules in ([\d.]+) s")
+
+
+def timed_run(engine: str, extra: list[str]) -> tuple[float, float, float | None]:
+    """(wall seconds, CPU seconds of the whole process tree, the step server's preload seconds) of one run."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{engine}-") as folder:
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         cpu, started = children_cpu(), time.perf_counter()
         subprocess.run([*CLI, "run", "--engine", engine, "--output", "out", "--quiet", *extra], cwd=folder, env=env,
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return time.perf_counter() - started, children_cpu() - cpu
+        wall, cpu = time.perf_counter() - started, children_cpu() - cpu
+        log = Path(folder) / "out" / "pipeline.log"
+        preloaded = PRELOADED.search(log.read_text(errors="replace")) if log.exists() else None
+        return wall, cpu, float(preloaded[1]) if preloaded else None
 
 
 NOOP_PIPELINE = '''
@@ -122,26 +130,31 @@ def main() -> int:
         return 0
     n_algorithms = 4
     n_tasks = 4 + n_algorithms  # configure, ingest, features, train x4, promote
-    runs: dict[str, list[tuple[float, float]]] = {"inprocess": [], "kfp": []}
+    runs: dict[str, list[tuple[float, float, float | None]]] = {"inprocess": [], "kfp": []}
     for _ in range(args.repeat):  # interleaved, so a busy spell on the machine hits both engines alike
         for engine in runs:
             runs[engine].append(timed_run(engine, extra))
     noop = statistics.median(noop_seconds(n_algorithms) for _ in range(args.repeat))
     imports = import_seconds(args.repeat)
-    wall = {engine: statistics.median(w for w, _ in done) for engine, done in runs.items()}
-    cpu = {engine: statistics.median(c for _, c in done) for engine, done in runs.items()}
+    wall = {engine: statistics.median(w for w, _, _ in done) for engine, done in runs.items()}
+    cpu = {engine: statistics.median(c for _, c, _ in done) for engine, done in runs.items()}
+    preloads = [p for _, _, p in runs["kfp"] if p is not None]
     print(f"data: {args.data or 'embedded default'}; 4 algorithms; MLflow embedded store; median of {args.repeat}; "
           f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'':<34}{'wall':>8}     {'CPU':>8}     runs (wall)")
     for engine, label in (("inprocess", "run --engine inprocess"), ("kfp", "run (kfp.local, default engine)")):
-        print(f"{label:<34}{wall[engine]:8.1f} s   {cpu[engine]:8.1f} s   {', '.join(f'{w:.1f}' for w, _ in runs[engine])}")
+        print(f"{label:<34}{wall[engine]:8.1f} s   {cpu[engine]:8.1f} s   {', '.join(f'{w:.1f}' for w, _, _ in runs[engine])}")
     ratio, cpu_ratio = wall["kfp"] / wall["inprocess"], cpu["kfp"] / cpu["inprocess"]
     print(f"{'kfp.local / in-process':<34}{ratio:8.2f} x   {cpu_ratio:8.2f} x   target <= {KFP_TARGET_RATIO:.1f}x (wall): "
           f"{'met' if ratio <= KFP_TARGET_RATIO else 'NOT met'}")
     print(f"{'difference per task':<34}{(wall['kfp'] - wall['inprocess']) / n_tasks:8.2f} s   "
           f"{(cpu['kfp'] - cpu['inprocess']) / n_tasks:8.2f} s   ({n_tasks} tasks; 2 run at a time)")
     print(f"{'no-op pipeline of the same shape':<34}{noop:8.2f} s   = {noop / n_tasks:.2f} s per task of kfp.local's own cost")
-    print("imports per step before its work (fresh process; wall / CPU):")
+    if preloads:
+        print(f"{'step server preload (once a run)':<34}{statistics.median(preloads):8.2f} s   "
+              "(in the server, beside the first steps; from pipeline.log)")
+    print("imports per step before its work in a fresh process - what kfp's own launch pays each step, and")
+    print("what the step server pays once a run instead (wall / CPU):")
     for step, (seconds, cpu_seconds) in imports.items():
         print(f"  {step:<32}{seconds:8.2f} s   {cpu_seconds:8.2f} s")
     return 0
