@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, TextIO
 
 from portfolio_mlops.algorithms import ALGORITHMS
-from portfolio_mlops_kfp.pipelines.step_server import StepServer, kfp_launch, preload_modules
+from portfolio_mlops_kfp.pipelines.step_server import StepServer, StepServerError, kfp_launch, preload_modules
 # pid and host of the CLI that owns a work folder in its OWNER_MARKER; the next run removes it if dead
 from portfolio_mlops.session import KFP_WORK_PREFIX as WORK_PREFIX, OWNER_MARKER  # noqa: E402
 
@@ -40,9 +40,13 @@ def run_step_process(full_command: List[str], env_vars: Optional[Dict[str, str]]
     interrupts.raise_if_interrupted("before a pipeline step")
     env = {**os.environ, **(env_vars or {})}
     launch = kfp_launch(full_command) if _server is not None and _server.serves(env) else None
+    process: Any = None
     if launch:
-        process: Any = _server.start(*launch, env=env, cwd=os.getcwd())
-    else:
+        try:
+            process = _server.start(*launch, env=env, cwd=os.getcwd())
+        except StepServerError as exc:  # the step never ran (no pid came): run it in a fresh process
+            print(f"step server: {exc}; this step runs in a fresh process", file=sys.stderr)
+    if process is None:
         guarded = [sys.executable, step_guard.__file__, str(os.getpid()), "--", *full_command]
         process = subprocess.Popen(guarded, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                    env=env, start_new_session=True)

@@ -120,9 +120,15 @@ class StepServer:
     def start(self, source: str, arguments: list[str], env: dict[str, str], cwd: str) -> "ServedStep":
         """Fork a step; returns once the step has sent its pid (from inside its own process group)."""
         request = json.dumps({"source": source, "arguments": arguments, "env": env, "cwd": cwd}).encode()
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         read_end, write_end = os.pipe()
-        step = ServedStep(mine, os.fdopen(read_end, "r", encoding="utf-8", errors="replace"), self.log_path)
+        stdout = os.fdopen(read_end, "r", encoding="utf-8", errors="replace")
+        try:
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError:
+            stdout.close()
+            os.close(write_end)
+            raise
+        step = ServedStep(mine, stdout, self.log_path)
         try:
             try:
                 with self._lock:
@@ -170,9 +176,9 @@ class ServedStep:
                 raise StepServerError(f"the step server ended without the step's {word}; see {self.log_path}")
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
-        key, _, value = line.decode().partition(" ")
-        if key != word:
-            raise StepServerError(f"the step server sent {line.decode()!r} for the step's {word}; see {self.log_path}")
+        key, _, value = line.decode(errors="replace").partition(" ")
+        if key != word or not value.isdigit():
+            raise StepServerError(f"the step server sent {line!r} for the step's {word}; see {self.log_path}")
         return int(value)
 
     def wait(self) -> int:
@@ -189,6 +195,14 @@ class ServedStep:
         return self.returncode
 
     def abandon(self) -> None:
+        """Give up on a step being started (an error or an interrupt in start()): if it already sent its
+        pid it has its request and would run unwatched, so it is killed."""
+        if not self.pid:
+            words = self._buffer.split(b"\n", 1)[0].split()
+            if len(words) == 2 and words[0] == b"pid" and words[1].isdigit():
+                self.pid = int(words[1])
+        if self.pid:
+            _kill(self.pid)
         self.stdout.close()
         self._sock.close()
 
@@ -196,6 +210,8 @@ class ServedStep:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None and self.returncode is None and self.pid:
+            _kill(self.pid)  # leaving on an error while it runs: it must not outlive the wait below
         self.stdout.close()
         try:
             self.wait()
@@ -289,17 +305,35 @@ def _start_step(control: socket.socket, children: dict[int, tuple[int, socket.so
         print(f"step server: a request came with {len(fds)} descriptors, not 2", file=sys.stderr, flush=True)
         return
     step_fd, output_fd = fds
-    sock = socket.socket(fileno=step_fd)
+    sock, pid = None, 0
     try:
+        sock = socket.socket(fileno=step_fd)
         pid = _fork_step(control, children, sock, output_fd, added)
-        children[pid] = (os.pidfd_open(pid), sock)
-        poller.register(children[pid][0], select.POLLIN)
+        pidfd = os.pidfd_open(pid)
+        children[pid] = (pidfd, sock)
+        poller.register(pidfd, select.POLLIN)
     except OSError as exc:  # fork or pidfd_open refused (EAGAIN, EMFILE, an old kernel)
         print(f"step server: could not start a step: {exc!r}", file=sys.stderr, flush=True)
-        _send(sock, f"error {exc.errno or 0}")
-        sock.close()
+        if pid:  # forked, but the server could not watch it: it must not run untracked
+            children.pop(pid, None)
+            _kill(pid)
+            os.waitpid(pid, 0)
+        if sock is None:
+            os.close(step_fd)
+        else:
+            _send(sock, f"error {exc.errno or 0}")
+            sock.close()
     finally:
         os.close(output_fd)
+
+
+def _kill(pid: int) -> None:
+    for kill in (os.killpg, os.kill):  # its group if it got that far, else the process
+        try:
+            kill(pid, signal.SIGKILL)
+            return
+        except ProcessLookupError:
+            continue
 
 
 def _fork_step(control: socket.socket, children: dict[int, tuple[int, socket.socket]], sock: socket.socket,
@@ -309,14 +343,13 @@ def _fork_step(control: socket.socket, children: dict[int, tuple[int, socket.soc
     server = os.getpid()
     # A stop signal arriving between fork and the child's own handlers would run the server's handler in
     # the child (killing the other steps): blocked across the fork, unblocked by each side once ready.
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         pid = os.fork()
-    except OSError:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        raise
+    finally:
+        if os.getpid() == server:  # the parent (whether or not the fork worked) takes its mask back
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     if pid:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         return pid
     code = 1
     try:
@@ -324,7 +357,7 @@ def _fork_step(control: socket.socket, children: dict[int, tuple[int, socket.soc
         for signum in STOP_SIGNALS:
             signal.signal(signum, _kill_group)
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if os.getppid() != server:
             _kill_group()
         control.close()

@@ -284,3 +284,56 @@ def test_the_pid_a_step_gives_out_is_already_its_own_process_group(server, tmp_p
 
     step.stdout.close()
     assert step.wait() == 128 + signal.SIGKILL
+
+
+def test_a_step_the_server_cannot_start_runs_in_a_fresh_process_instead(tmp_path, monkeypatch, capsys):
+    """run_step_process (pipelines/local.py): the server refuses (here: it has exited), so the step runs
+    under step_guard, with the same result."""
+    from portfolio_mlops_kfp.pipelines import local
+
+    command, out = launch(probe, tmp_path, mode="ok")
+    server = StepServer([], tmp_path / "server.log", dict(os.environ))
+    monkeypatch.setattr(server, "serves", lambda env: True)  # as if it still looked alive
+    server.close()
+    monkeypatch.setattr(local, "_server", server)
+
+    assert local.run_step_process(command) == 0
+
+    assert json.loads(out.read_text())["runtime"] == "true"
+    captured = capsys.readouterr()
+    assert "this step runs in a fresh process" in captured.err and "probe says hello" in captured.out
+
+
+def _children_of(pid: int) -> list[int]:
+    """Its child processes, zombies included (a child the server never reaps is one too)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_forked_step_the_server_cannot_watch_is_killed_not_left_running(tmp_path):
+    """pidfd_open refused after the fork (EMFILE; a kernel before 5.3): the step must not run untracked."""
+    (tmp_path / "no_pidfd.py").write_text(
+        "import errno, os\n\ndef refuse(pid):\n    raise OSError(errno.EMFILE, 'Too many open files')\n\n"
+        "os.pidfd_open = refuse\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    log = tmp_path / "server.log"
+    server = StepServer(["no_pidfd"], log, env)
+    wait_for(lambda: log.exists() and "preloaded 1 modules" in log.read_text(), 30, "the server's preload")
+    command, _ = launch(probe, tmp_path, mode="sleep")
+    try:
+        with pytest.raises(StepServerError, match="error 24"):
+            step = server.start(*kfp_launch(command), env=dict(os.environ), cwd=str(tmp_path))
+            step.stdout.close()
+            step.wait()  # the pid may have come before the error line
+        assert _children_of(server.process.pid) == []
+        assert "could not start a step" in log.read_text()
+    finally:
+        server.close()
