@@ -36,7 +36,6 @@ exits. A step whose environment differs from the server's in what libraries read
 from __future__ import annotations
 
 import ast
-import ctypes
 import json
 import os
 import select
@@ -50,14 +49,15 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from portfolio_mlops.step_guard import PR_SET_PDEATHSIG, STOP_SIGNALS, guard, prctl
+
 EXECUTOR = "kfp.dsl.executor_main"
-PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15
+PR_SET_NAME = 15
 _LENGTH = struct.Struct("!I")
 # Environment variables read once, when a library or the interpreter loads: a step whose values differ
 # from the server's cannot be forked from it (StepServer.serves).
 IMPORT_TIME_PREFIXES = ("OMP_", "GOMP_", "KMP_", "OPENBLAS_", "MKL_", "BLIS_", "VECLIB_", "NUMEXPR_", "MALLOC_",
                         "LD_", "PYTHON", "ARROW_", "JE_", "SKLEARN_", "MPL")
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 # --- what kfp.local runs, and what the steps import ---------------------------------------------------
@@ -222,29 +222,15 @@ class ServedStep:
 
 # --- the server -----------------------------------------------------------------------------------------
 
-def _prctl(option: int, value) -> None:
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux
-        pass
-
-
-def _kill_group(signum=None, frame=None) -> None:  # noqa: ARG001
-    os.killpg(0, signal.SIGKILL)
-
-
 def serve(owner: int, control_fd: int, preload: list[str]) -> int:
     control = socket.socket(fileno=control_fd)
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # the CLI died (even by SIGKILL): stop, see the handler
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # the CLI died (even by SIGKILL): stop, see the handler
     children: dict[int, tuple[int, socket.socket]] = {}  # pid -> (pidfd, step socket)
     started_with = dict(os.environ)
 
     def stop(signum=None, frame=None) -> None:  # noqa: ARG001
         for pid in children:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _kill(pid)
         os._exit(0)
 
     for signum in STOP_SIGNALS:
@@ -354,12 +340,8 @@ def _fork_step(control: socket.socket, children: dict[int, tuple[int, socket.soc
     code = 1
     try:
         os.setsid()
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, _kill_group)
-        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        guard(server)  # as a guarded step: a stop signal or the server's death kills this group
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        if os.getppid() != server:
-            _kill_group()
         control.close()
         for pidfd, other in children.values():  # the other steps' (their status is the server's to report)
             os.close(pidfd)
@@ -403,7 +385,7 @@ def _run_step(request: dict[str, Any], added: dict[str, str]) -> int:
 
     arguments = request["arguments"]
     function = arguments[arguments.index("--function_to_execute") + 1] if "--function_to_execute" in arguments else ""
-    _prctl(PR_SET_NAME, f"step-{function}"[:15].encode())
+    prctl(PR_SET_NAME, f"step-{function}"[:15].encode())
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update({**added, **request["env"], "_KFP_RUNTIME": "true"})

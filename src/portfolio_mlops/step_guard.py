@@ -15,23 +15,35 @@ import subprocess
 import sys
 
 PR_SET_PDEATHSIG = 1
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def _kill_group(signum=None, frame=None):  # noqa: ARG001
+def prctl(option: int, value) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the owner check in guard() still catches a dead owner at start
+        pass
+
+
+def kill_group(signum=None, frame=None):  # noqa: ARG001
     os.killpg(0, signal.SIGKILL)
+
+
+def guard(owner: int) -> None:
+    """Tie this process's group to `owner`: SIGTERM, SIGINT or SIGHUP kill the whole group, and so does
+    the owner's death (a parent-death SIGTERM; if the owner is gone already, at once). Also used by
+    each step the step server forks (pipelines/step_server.py), in its own new session."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, kill_group)
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != owner:  # the owner died before the death signal was armed
+        kill_group()
 
 
 def main() -> int:
     owner = int(sys.argv[1])
     command = sys.argv[sys.argv.index("--") + 1:]
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, _kill_group)
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the owner check below still catches a dead CLI at start
-        pass
-    if os.getppid() != owner:  # the CLI died before the death signal was armed
-        _kill_group()
+    guard(owner)
     child = subprocess.Popen(command)
     code = child.wait()
     return code if code >= 0 else 128 - code
