@@ -186,11 +186,19 @@ LATER_IMPORTS = ["portfolio_mlops.walk_forward", "sklearn.ensemble", "portfolio_
                  "portfolio_mlops.promotion", "mlflow", "skops.io"]
 
 
+def run_preload() -> list[str]:
+    """What the run's step server imports: what the pipeline's step bodies import, then LATER_IMPORTS."""
+    from portfolio_mlops_kfp.pipelines import training
+
+    steps = [training.configure, training.ingest, training.features, training.train, training.promote]
+    return preload_modules([step.python_func for step in steps]) + LATER_IMPORTS
+
+
 @contextmanager
-def step_server(log_path: Path, functions) -> Iterator[None]:
-    """A step server (step_server.py) for the block's steps, preloading what `functions` import."""
+def step_server(log_path: Path) -> Iterator[None]:
+    """A step server (step_server.py) for the block's steps, preloading run_preload()."""
     global _server
-    _server = StepServer(preload_modules(functions) + LATER_IMPORTS, log_path, dict(os.environ))
+    _server = StepServer(run_preload(), log_path, dict(os.environ))
     try:
         yield
     finally:
@@ -231,7 +239,7 @@ def run_local(params: dict[str, Any], output_dir: str | Path, work_dir: str | Pa
     `step_env`: variables the step processes get (set in this process's environment for the run).
     """
     from portfolio_mlops.session import clean_stale_folders, owner_marker
-    from portfolio_mlops_kfp.pipelines import training
+    from portfolio_mlops_kfp.pipelines.training import training_pipeline
 
     clean_stale_folders(tempfile.gettempdir(), WORK_PREFIX, OWNER_MARKER)  # what a killed run left
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix=WORK_PREFIX))
@@ -246,13 +254,11 @@ def run_local(params: dict[str, Any], output_dir: str | Path, work_dir: str | Pa
     destination = Path(output_dir)
     try:
         try:
-            steps = [training.configure, training.ingest, training.features, training.train, training.promote]
             # Containers (a DockerRunner) start from their images: a step server only forks processes here.
-            served = step_server(work / "step-server.log", [step.python_func for step in steps]) if runner is None \
-                else nullcontext()
+            served = step_server(work / "step-server.log") if runner is None else nullcontext()
             with console_to_log(log_path, verbose, progress) as console, local_session(work / "pipeline_root", runner), \
                     guarded_steps(), served:
-                outputs = training.training_pipeline(**params)
+                outputs = training_pipeline(**params)
         except RuntimeError as exc:  # kfp.local: "Pipeline ... finished with status FAILURE. Inner task failed: ..."
             if "finished with status FAILURE" not in ANSI.sub("", str(exc)):
                 raise

@@ -22,6 +22,7 @@ from kfp.local import subprocess_task_handler
 
 from cli_runs import group_alive, wait_for
 from portfolio_mlops_kfp.pipelines import training
+from portfolio_mlops_kfp.pipelines.local import run_preload
 from portfolio_mlops_kfp.pipelines.step_server import StepServer, StepServerError, kfp_launch, preload_modules
 
 
@@ -72,18 +73,13 @@ def launch(component, tmp_path: Path, **inputs) -> tuple[list[str], Path]:
     return command, out
 
 
-def run_preload() -> list[str]:
-    """What `portfolio-mlops run` preloads: the forks below come from a server holding what a real one
-    holds (pandas, pyarrow's allocator thread, scikit-learn and SciPy with their OpenBLAS pools, MLflow)."""
-    from portfolio_mlops_kfp.pipelines.local import LATER_IMPORTS
-
-    steps = [training.configure, training.ingest, training.features, training.train, training.promote]
-    return preload_modules([probe.python_func] + [step.python_func for step in steps]) + LATER_IMPORTS
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    served = StepServer(run_preload(), tmp_path_factory.mktemp("server") / "server.log", dict(os.environ))
+    """Preloads what `portfolio-mlops run` preloads (and the probe's imports): the forks below come from a
+    server holding what a real one holds (pandas, pyarrow's allocator thread, scikit-learn and SciPy with
+    their OpenBLAS pools, MLflow)."""
+    preload = preload_modules([probe.python_func]) + run_preload()
+    served = StepServer(preload, tmp_path_factory.mktemp("server") / "server.log", dict(os.environ))
     yield served
     served.close()
 
@@ -218,10 +214,7 @@ def test_the_run_preloads_what_every_step_imports_later_too():
     every module the steps import inside the functions they call (tests/step_imports.RUNTIME)."""
     from step_imports import RUNTIME
 
-    from portfolio_mlops_kfp.pipelines.local import LATER_IMPORTS
-
-    steps = [training.configure, training.ingest, training.features, training.train, training.promote]
-    preload = preload_modules([step.python_func for step in steps]) + LATER_IMPORTS
+    preload = run_preload()
     wanted = sorted({module for modules in RUNTIME.values() for module in modules})
     code = (f"import sys\nfor m in {preload!r}: __import__(m)\n"
             f"print([m for m in {wanted!r} if m not in sys.modules])")
