@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -88,42 +89,45 @@ class Workspace:
         return self.query("select name, version from model_versions where current_stage != 'Deleted_Internal'")
 
 
-def step_processes(owner_pid: int, function: str | None = None) -> list[int]:
-    """Pids of the step processes (one process group per pipeline step) started by the CLI `owner_pid`:
-    the children the run's step server forked (named `step-<function>`, pipelines/step_server.py), or
-    step guards (any other command, portfolio_mlops/step_guard.py)."""
-    found = []
+STEP_SERVER = [b"-m", b"portfolio_mlops_kfp.pipelines.step_server"]
+
+
+def _processes() -> Iterator[tuple[int, list[bytes], str]]:
+    """(pid, argv, process name) of every process that can be read."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            name = (entry / "comm").read_text().strip()
+            yield int(entry.name), (entry / "cmdline").read_bytes().split(b"\0"), (entry / "comm").read_text().strip()
         except OSError:
             continue
-        owner = str(owner_pid).encode()
-        if len(argv) > 4 and argv[1:3] == [b"-m", b"portfolio_mlops_kfp.pipelines.step_server"] and argv[3] == owner:
+
+
+def _of_step_server(argv: list[bytes], owner: bytes) -> bool:
+    """The argv of the step server of the CLI `owner`, which the steps it forks share."""
+    return len(argv) > 4 and argv[1:3] == STEP_SERVER and argv[3] == owner
+
+
+def step_processes(owner_pid: int, function: str | None = None) -> list[int]:
+    """Pids of the step processes (one process group per pipeline step) started by the CLI `owner_pid`:
+    the children the run's step server forked (named `step-<function>`, pipelines/step_server.py), or
+    step guards (any other command, portfolio_mlops/step_guard.py)."""
+    owner = str(owner_pid).encode()
+    found = []
+    for pid, argv, name in _processes():
+        if _of_step_server(argv, owner):
             if name.startswith("step-") and (function is None or name == f"step-{function}"[:15]):
-                found.append(int(entry.name))
+                found.append(pid)
         elif len(argv) > 3 and argv[1].endswith(b"step_guard.py") and argv[2] == owner:
             if function is None or b"--function_to_execute " + function.encode() in b" ".join(argv):
-                found.append(int(entry.name))
+                found.append(pid)
     return found
 
 
 def step_servers(owner_pid: int) -> list[int]:
     """Pids of the step servers (pipelines/step_server.py) of the CLI `owner_pid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
-            name = (entry / "comm").read_text().strip() if argv else ""
-        except OSError:
-            continue
-        if len(argv) > 4 and argv[1:3] == [b"-m", b"portfolio_mlops_kfp.pipelines.step_server"] \
-                and argv[3] == str(owner_pid).encode() and not name.startswith("step-"):
-            found.append(int(entry.name))
-    return found
+    owner = str(owner_pid).encode()
+    return [pid for pid, argv, name in _processes() if _of_step_server(argv, owner) and not name.startswith("step-")]
 
 
 def group_alive(pgid: int) -> bool:
